@@ -1,0 +1,1 @@
+"""Benchmarks: ``python benchmarks/run.py`` writes latency / throughput / memory / FLOP reports."""

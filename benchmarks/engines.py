@@ -1,0 +1,193 @@
+"""The engines a benchmark compares, how to build them, and the model files they need.
+
+Every engine is described by a plain, JSON-serialisable *spec* (``dict``) so that the same engine
+can be rebuilt in a subprocess (memory is measured in fresh processes, see :mod:`benchmarks.run`).
+
+==============  ==========================================================================
+name            what runs
+==============  ==========================================================================
+torch-fft       TorchEngine, eager PyTorch, FourierUnits on ``torch.fft`` (the reference)
+torch-matmul    TorchEngine, eager PyTorch, FourierUnits as DFT-by-matmul
+ort-matmul      OnnxEngine on the shipped export (matmul DFT, opset 17, dynamic N/H/W)
+ort-dft         OnnxEngine on a comparison export with ONNX ``DFT`` ops (opset 18, dynamic)
+tensorrt        TensorRTEngine on a plan built from the matmul export (NVIDIA GPU only)
+triton          a Triton server (``--triton-url``), measured by :mod:`benchmarks.triton_bench`
+==============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOCAL_ENGINES = ("torch-fft", "torch-matmul", "ort-matmul", "ort-dft")
+ALL_ENGINES = LOCAL_ENGINES + ("tensorrt", "triton")
+DESCRIPTIONS = {
+    "torch-fft": "PyTorch eager, torch.fft spectral path",
+    "torch-matmul": "PyTorch eager, DFT as matmul",
+    "ort-matmul": "onnxruntime, matmul-DFT graph (the shipped export, opset 17)",
+    "ort-dft": "onnxruntime, native ONNX DFT graph (comparison only, opset 18)",
+    "tensorrt": "TensorRT plan from the matmul-DFT graph",
+    "triton": "Triton Inference Server over HTTP/gRPC",
+}
+DFT_OPSET = 18  # DFT-17 semantics; opset 20 (DFT-20) with dynamic H/W fails in onnxruntime
+
+
+def build_engine(spec: dict, threads: int | None = None, device: str = "cpu"):
+    """Instantiate the engine a spec describes (in this process)."""
+    kind = spec["kind"]
+    if kind == "torch":
+        from glama_deploy.engines.torch_ import TorchEngine
+
+        return TorchEngine(spec["weights"], device=device, spectral_backend=spec["spectral_backend"],
+                           threads=threads)
+    if kind == "onnxruntime":
+        from glama_deploy.engines.onnx_ import OnnxEngine
+
+        return OnnxEngine(spec["onnx"], device=device, threads=threads)
+    if kind == "tensorrt":
+        from glama_deploy.engines import create_engine
+
+        return create_engine("tensorrt", spec["plan"])
+    raise ValueError(f"engine kind {kind!r} cannot be built locally")
+
+
+# ----------------------------------------------------------------------------- model files
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def _atomic_target(path: Path):
+    """A temp path beside ``path`` (same filesystem, so os.replace is atomic)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def prepare_weights(config: str, weights: str | None, cache_dir: Path, seed: int = 0) -> tuple[Path, str]:
+    """The safetensors file every engine is built from, and a short id for cache keys.
+
+    With ``weights`` given it is used as is; otherwise the generator is built with seeded random
+    weights (speed does not depend on the values) and written once into the cache.
+    """
+    import torch
+
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: weights file not found")
+        return path, f"{path.stem}-{_digest(path)}"
+    from glama_deploy.model import build_generator
+    from glama_deploy.model.weights import save_weights
+
+    path = cache_dir / f"{config}-seed{seed}-torch{torch.__version__}.safetensors"
+    if not path.is_file():
+        torch.manual_seed(seed)
+        model = build_generator(config).eval()
+        save_weights(model, path, source=f"benchmarks: random init, seed {seed}")
+    return path, path.stem
+
+
+def export_dft_onnx(model, path: str | os.PathLike, opset: int = DFT_OPSET) -> Path:
+    """Export ``model`` with the ``fft`` spectral backend: the graph keeps ONNX ``DFT`` ops.
+
+    For comparison with the matmul graph only (onnxruntime's CUDA EP and TensorRT < 11.2 have no
+    DFT kernel). Dynamic batch/H/W with the same recipe as ``export.onnx.to_onnx_proto``.
+    """
+    import onnx
+    import torch
+
+    path = Path(path)
+    model = copy.deepcopy(model).cpu().eval().set_spectral_backend("fft")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    image = torch.rand(1, 3, 64, 64)
+    mask = (torch.rand(1, 1, 64, 64) > 0.5).float()
+    batch = torch.export.Dim("batch", min=1, max=256)
+    h8 = torch.export.Dim("h8", min=1, max=2048)
+    w8 = torch.export.Dim("w8", min=1, max=2048)
+    shapes = {"image": {0: batch, 2: 8 * h8, 3: 8 * w8}, "mask": {0: batch, 2: 8 * h8, 3: 8 * w8}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.onnx.export(model, (image, mask), input_names=["image", "mask"],
+                                    output_names=["output"], opset_version=opset, dynamic_shapes=shapes,
+                                    dynamo=True, external_data=False, verbose=False, report=False)
+    proto = program.model_proto
+    ops = {n.op_type for n in proto.graph.node}
+    if "DFT" not in ops:
+        raise RuntimeError("the fft-backend export contains no DFT op; the comparison would be void")
+    onnx.checker.check_model(proto)
+    tmp = _atomic_target(path)
+    try:
+        onnx.save_model(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def prepare_onnx(weights_path: Path, model_id: str, backend: str, cache_dir: Path) -> tuple[Path, float]:
+    """The cached ONNX export for ``backend`` ("matmul": export.onnx; "fft": DFT graph).
+
+    Returns the path and the export time in seconds (0.0 on a cache hit)."""
+    import torch
+
+    path = cache_dir / f"{model_id}-{backend}-torch{torch.__version__}.onnx"
+    if path.is_file():
+        return path, 0.0
+    from glama_deploy.model.weights import load_generator
+
+    model, _ = load_generator(weights_path)
+    t = time.perf_counter()
+    if backend == "matmul":
+        from export.onnx import export_onnx
+
+        export_onnx(model, path, parity_sizes=())  # parity is reported per row by the benchmark
+    else:
+        export_dft_onnx(model, path)
+    return path, time.perf_counter() - t
+
+
+# ----------------------------------------------------------------------------- availability
+def tensorrt_status() -> tuple[bool, str]:
+    """(available, reason): TensorRT needs the ``tensorrt`` package and an NVIDIA GPU."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - ImportError or a broken placeholder package
+        return False, f"the tensorrt Python package is not importable ({type(e).__name__}: {e})"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False, "no CUDA device (TensorRT runs on NVIDIA GPUs only)"
+    except ImportError:
+        pass
+    try:
+        import glama_deploy.engines.tensorrt_  # noqa: F401
+    except ImportError as e:
+        return False, f"glama_deploy.engines.tensorrt_ cannot be imported ({e})"
+    return True, ""
+
+
+def triton_status(url: str | None) -> tuple[bool, str]:
+    """(available, reason) for Triton: needs a server URL and benchmarks.triton_bench."""
+    if not url:
+        return False, "no Triton server given (--triton-url or GLAMA_TRITON_URL)"
+    try:
+        from benchmarks import triton_bench  # noqa: F401
+    except ImportError as e:
+        return False, f"benchmarks.triton_bench cannot be imported ({e})"
+    return True, ""

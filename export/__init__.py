@@ -1,0 +1,1 @@
+"""Export the generator to ONNX and TensorRT, and check the results."""

@@ -1,0 +1,60 @@
+"""onnxruntime engine for the exported generator (matmul-DFT graph, dynamic batch/H/W)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from .base import BaseEngine, EngineError
+
+log = logging.getLogger(__name__)
+
+PROVIDER_ALIASES = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class OnnxEngine(BaseEngine):
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
+                 providers: list[str] | None = None, strict_providers: bool = False):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise EngineError("onnxruntime is not installed (pip install onnxruntime)") from e
+        if not os.path.isfile(path):
+            raise EngineError(f"{path}: ONNX model not found")
+        wanted = providers or PROVIDER_ALIASES.get(device.split(":")[0], ["CPUExecutionProvider"])
+        available = ort.get_available_providers()
+        chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise EngineError(f"{path}: onnxruntime could not load the model ({e})") from None
+        # what the session really got, not what we asked for (onnxruntime-gpu silently falls back)
+        self.providers = self.session.get_providers()
+        if wanted[0] not in self.providers:
+            msg = f"asked for {wanted[0]} but the session runs on {self.providers}"
+            if strict_providers:
+                raise EngineError(msg)
+            log.warning(msg)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = self.session.get_outputs()[0].name
+        self.path = str(path)
+
+    def _run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feeds = dict(zip(self.input_names, (image, mask), strict=True))
+        return self.session.run([self.output_name], feeds)[0]
+
+    def describe(self) -> dict:
+        return {"engine": self.name, "providers": self.providers, "model": self.path}

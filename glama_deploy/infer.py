@@ -1,0 +1,196 @@
+"""Inpaint images: ``python -m glama_deploy.infer --image IMG_OR_DIR --mask MASK_OR_DIR --out OUT``.
+
+Files or folders: with folders, image and mask pairs are matched by file stem (``a.jpg`` with
+``a.png`` or ``a_mask.png``). Masks are single-channel images; nonzero pixels are holes.
+The result keeps every known pixel of the input unchanged; images are padded to a multiple of
+8 (symmetric) and cropped back. An all-zero mask returns the input unchanged. Grayscale inputs are
+written as RGB, RGBA inputs keep their alpha, 16-bit inputs are written as 16-bit where the output
+format allows. Outputs are written atomically and never overwrite an input unless --overwrite.
+
+Exit codes: 0 ok, 2 bad input (one-line error naming the file), 1 other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .engines import ENGINES, EngineError, create_engine
+from .io import IMAGE_EXTS, InputError, list_images, read_image, read_mask, to_nchw, write_image
+from .model.weights import WeightsError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_WEIGHTS = ASSETS / "glama-tiny.safetensors"
+MODES = ("full", "tiled", "two-stage")
+MASK_SUFFIXES = ("", "_mask", "-mask", ".mask", "_mask001")
+
+log = logging.getLogger("glama_deploy.infer")
+
+
+@dataclass
+class Job:
+    image: Path
+    mask: Path
+    out: Path
+
+
+def _find_mask(stem: str, mask_dir: Path) -> Path | None:
+    for suffix in MASK_SUFFIXES:
+        for ext in IMAGE_EXTS:
+            p = mask_dir / f"{stem}{suffix}{ext}"
+            if p.is_file():
+                return p
+    return None
+
+
+def plan_jobs(image: Path, mask: Path, out: Path, suffix: str | None, overwrite: bool) -> list[Job]:
+    """Pair images with masks and outputs; raise InputError on anything ambiguous."""
+    if not image.exists():
+        raise InputError(f"{image}: not found")
+    if not mask.exists():
+        raise InputError(f"{mask}: not found")
+    if image.is_dir():
+        if not mask.is_dir():
+            raise InputError(f"{mask}: --image is a folder, so --mask must be a folder too")
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: --image is a folder, so --out must be a folder")
+        mask_files = set(list_images(mask))
+        jobs = []
+        for img in list_images(image):
+            if img in mask_files:
+                continue  # masks kept beside images
+            m = _find_mask(img.stem, mask)
+            if m is None or m == img:
+                raise InputError(f"{img}: no mask named {img.stem}[_mask].<ext> in {mask}")
+            name = img.name if suffix is None else f"{img.stem}{suffix}{img.suffix}"
+            jobs.append(Job(img, m, out / name))
+        if not jobs:
+            raise InputError(f"{image}: no images ({', '.join(IMAGE_EXTS)}) found")
+    else:
+        if mask.is_dir():
+            raise InputError(f"{mask}: --image is a file, so --mask must be a file")
+        target = out / image.name if out.is_dir() else out
+        jobs = [Job(image, mask, target)]
+    for job in jobs:
+        if not overwrite and job.out.resolve() in (job.image.resolve(), job.mask.resolve()):
+            raise InputError(f"{job.out}: would overwrite an input (pass --overwrite to allow)")
+        if job.out.suffix.lower() not in IMAGE_EXTS:
+            raise InputError(f"{job.out}: unknown output format '{job.out.suffix}'")
+    return jobs
+
+
+def guess_engine(weights: Path) -> str:
+    return {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt"}.get(weights.suffix, "torch")
+
+
+def run_one(engine, job: Job, args: argparse.Namespace, refine_engine=None, progress: bool = False) -> dict:
+    from .pipeline import run as run_pipeline
+
+    loaded = read_image(job.image)
+    mask = read_mask(job.mask, loaded.rgb.shape[:2])
+    t0 = time.perf_counter()
+    image, mask_t = to_nchw(loaded.rgb, mask)
+    hole = float(mask.mean())
+    if hole == 0.0:
+        result = image  # nothing to fill: the input comes back unchanged
+    else:
+        result = run_pipeline(engine, image, mask_t, mode=args.mode, tile=args.tile, overlap=args.overlap,
+                              coarse_size=args.coarse_size, refine_engine=refine_engine, progress=progress)
+    seconds = time.perf_counter() - t0
+    write_image(job.out, result[0].transpose(1, 2, 0), loaded.alpha, loaded.bit_depth)
+    h, w = loaded.rgb.shape[:2]
+    return {"image": str(job.image), "mask": str(job.mask), "out": str(job.out), "width": w, "height": h,
+            "hole_fraction": round(hole, 6), "seconds": round(seconds, 4)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m glama_deploy.infer", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image", required=True, type=Path, help="image file or folder of images")
+    ap.add_argument("--mask", required=True, type=Path, help="mask file or folder (nonzero = hole)")
+    ap.add_argument("--out", required=True, type=Path, help="output file, or folder for folder input")
+    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                    help="generator: .safetensors, official LaMa .ckpt, .onnx or TensorRT .plan "
+                         f"(default: bundled {DEFAULT_WEIGHTS.name})")
+    ap.add_argument("--engine", choices=ENGINES, help="default: from the weights' extension")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    ap.add_argument("--threads", type=int, help="CPU threads for torch / onnxruntime")
+    ap.add_argument("--mode", choices=MODES, default="full", help="whole image, mask-aware tiles, or "
+                    "coarse + refine (two-stage)")
+    ap.add_argument("--tile", type=int, default=512, help="tile size for tiled / two-stage refine")
+    ap.add_argument("--overlap", type=int, default=64, help="tile overlap (feathered)")
+    ap.add_argument("--coarse-size", type=int, default=256, help="two-stage: short side of the coarse pass")
+    ap.add_argument("--refine-weights", type=Path, help="two-stage: refine model (default: --weights)")
+    ap.add_argument("--url", default="localhost:8000", help="triton: server address")
+    ap.add_argument("--protocol", choices=("http", "grpc"), default="http", help="triton protocol")
+    ap.add_argument("--model-name", default="glama_onnx", help="triton: model to call")
+    ap.add_argument("--suffix", help="folder mode: add this to output names (e.g. _inpainted)")
+    ap.add_argument("--overwrite", action="store_true", help="allow writing over an input file")
+    ap.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def make_engine(args: argparse.Namespace, weights: Path):
+    kind = args.engine or guess_engine(weights)
+    if kind == "triton":
+        return create_engine("triton", url=args.url, protocol=args.protocol, model_name=args.model_name)
+    if kind == "onnxruntime" and weights.suffix != ".onnx":
+        raise InputError(f"{weights}: the onnxruntime engine needs an .onnx file (python -m export.onnx)")
+    if kind == "torch" and weights.suffix in (".onnx", ".plan", ".engine"):
+        raise InputError(f"{weights}: the torch engine needs .safetensors or .ckpt weights")
+    if kind == "tensorrt":
+        return create_engine("tensorrt", str(weights))
+    return create_engine(kind, str(weights), device=args.device, threads=args.threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        jobs = plan_jobs(args.image, args.mask, args.out, args.suffix, args.overwrite)
+        if args.engine != "triton" and not args.weights.is_file():
+            raise InputError(f"{args.weights}: weights file not found")
+        engine = make_engine(args, args.weights)
+        refine = make_engine(args, args.refine_weights) if args.refine_weights else None
+        from tqdm import tqdm
+
+        results = []
+        bar = tqdm(jobs, unit="img", disable=args.quiet or len(jobs) < 2, file=sys.stderr)
+        for job in bar:
+            bar.set_postfix_str(job.image.name)
+            results.append(run_one(engine, job, args, refine, progress=not args.quiet and len(jobs) == 1))
+    except (InputError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except EngineError as e:
+        print(f"error: engine: {e}", file=sys.stderr)
+        return 1
+    summary = {"engine": engine.describe(), "mode": args.mode, "count": len(results),
+               "seconds": round(sum(r["seconds"] for r in results), 4), "results": results}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for r in results:
+            print(f"{r['out']}  ({r['width']}x{r['height']}, hole {100 * r['hole_fraction']:.1f}%, "
+                  f"{r['seconds']:.2f} s)", file=sys.stderr)
+    return 0
+
+
+def inpaint_arrays(engine, image: np.ndarray, mask: np.ndarray, **pipeline_opts) -> np.ndarray:
+    """Library entry point: HxWx3 float image + HxW mask -> HxWx3 result."""
+    from .pipeline import run as run_pipeline
+
+    img, m = to_nchw(image, mask)
+    return run_pipeline(engine, img, m, **pipeline_opts)[0].transpose(1, 2, 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

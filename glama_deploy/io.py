@@ -1,0 +1,139 @@
+"""Reading, validating and atomically writing images and masks.
+
+Conventions: images are returned as float32 RGB HxWx3 in [0,1]; masks as float32 HxW in {0,1}
+(1 = hole; any nonzero pixel of the mask file is a hole). Errors are :class:`InputError` with a
+one-line message that names the file.
+
+Handling of unusual inputs (documented in the README):
+- grayscale images are expanded to RGB; the result is written as RGB;
+- RGBA images are inpainted on RGB and their alpha channel is written back unchanged;
+- 16-bit images are read at full precision and written back as 16-bit PNG/TIFF when the output
+  format allows it (8-bit otherwise);
+- colour masks count a pixel as a hole when any channel is nonzero; a mask's alpha is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .fsutil import atomic_write_bytes
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+MIN_SIDE = 8
+MAX_PIXELS = 100_000_000  # ~ 12k x 8k; bigger is almost certainly a mistake
+
+
+class InputError(ValueError):
+    """Bad user input; the message is one line and names the file."""
+
+
+@dataclass
+class LoadedImage:
+    rgb: np.ndarray  # float32 HxWx3 in [0,1]
+    alpha: np.ndarray | None  # original alpha channel (uint8/uint16) or None
+    bit_depth: int  # 8 or 16
+    path: Path
+
+
+def read_image(path: str | os.PathLike) -> LoadedImage:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: image file not found")
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise InputError(f"{path}: not a readable image (OpenCV could not decode it)")
+    if data.dtype == np.uint8:
+        depth, scale = 8, 255.0
+    elif data.dtype == np.uint16:
+        depth, scale = 16, 65535.0
+    else:
+        raise InputError(f"{path}: unsupported pixel type {data.dtype} (use 8- or 16-bit images)")
+    alpha = None
+    if data.ndim == 2:
+        rgb = np.repeat(data[:, :, None], 3, axis=2)
+    elif data.shape[2] == 1:
+        rgb = np.repeat(data, 3, axis=2)
+    elif data.shape[2] == 3:
+        rgb = data[:, :, ::-1]
+    elif data.shape[2] == 4:
+        rgb, alpha = data[:, :, 2::-1], data[:, :, 3].copy()
+    else:
+        raise InputError(f"{path}: unsupported channel count {data.shape[2]}")
+    check_size(rgb.shape[0], rgb.shape[1], path)
+    return LoadedImage(np.ascontiguousarray(rgb, dtype=np.float32) / scale, alpha, depth, path)
+
+
+def check_size(h: int, w: int, path: Path | str) -> None:
+    if min(h, w) < MIN_SIDE:
+        raise InputError(f"{path}: image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
+    if h * w > MAX_PIXELS:
+        raise InputError(f"{path}: image is {w}x{h} ({h * w / 1e6:.0f} MP), above the "
+                         f"{MAX_PIXELS / 1e6:.0f} MP limit")
+
+
+def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a mask; nonzero = hole. ``shape`` (H, W) must match when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: mask file not found")
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise InputError(f"{path}: not a readable mask image (OpenCV could not decode it)")
+    if data.ndim == 3:
+        data = data[:, :, :3] if data.shape[2] == 4 else data
+        data = data.max(axis=2)
+    if shape is not None and data.shape[:2] != tuple(shape):
+        raise InputError(f"{path}: mask is {data.shape[1]}x{data.shape[0]} but the image is "
+                         f"{shape[1]}x{shape[0]}")
+    return (data > 0).astype(np.float32)
+
+
+def to_nchw(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HxWx3 / HxW -> (1,3,H,W) / (1,1,H,W) float32."""
+    return (np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32),
+            np.ascontiguousarray(mask[None, None], dtype=np.float32))
+
+
+def _quantize(rgb: np.ndarray, depth: int) -> np.ndarray:
+    scale, dtype = (65535.0, np.uint16) if depth == 16 else (255.0, np.uint8)
+    return np.clip(np.rint(rgb * scale), 0, scale).astype(dtype)
+
+
+def encode_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, depth: int = 8) -> bytes:
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTS:
+        raise InputError(f"{path}: unknown output format '{ext}' (use one of {', '.join(IMAGE_EXTS)})")
+    if depth == 16 and ext not in (".png", ".tif", ".tiff"):
+        depth = 8
+    out = _quantize(rgb, depth)[:, :, ::-1]
+    if alpha is not None:
+        if ext in (".jpg", ".jpeg", ".bmp"):
+            alpha = None  # format has no alpha channel
+        else:
+            a = alpha
+            if a.dtype != out.dtype:
+                a = (a.astype(np.float32) / np.iinfo(a.dtype).max * np.iinfo(out.dtype).max).round()
+                a = a.astype(out.dtype)
+            out = np.dstack([out, a])
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(out), params)
+    if not ok:
+        raise InputError(f"{path}: OpenCV could not encode the result")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None,
+                depth: int = 8) -> Path:
+    """Encode in memory, then write to a temp file beside ``path`` and rename (never half-written)."""
+    path = Path(path)
+    atomic_write_bytes(path, encode_image(path, rgb, alpha, depth))
+    return path
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)

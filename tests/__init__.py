@@ -1,0 +1,1 @@
+"""glama-deploy test suite."""

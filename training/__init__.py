@@ -1,0 +1,1 @@
+"""GLaMa training: masks, losses, discriminator, perceptual loss, data, DDP trainer, evaluation."""

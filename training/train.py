@@ -1,0 +1,672 @@
+"""Train a GLaMa / LaMa generator (inpaint) or a two-stage refine generator.
+
+    python -m training.train --config training/configs/glama-tiny.yaml [--set k=v ...] [--resume CKPT]
+    torchrun --nproc_per_node 2 -m training.train --config ...          # data-parallel
+
+What a run writes under ``train.out_dir``: ``checkpoints/last.pt`` (G, D, both optimizers, AMP
+scalers, step, python/numpy/torch RNG states, config; written atomically), ``tb/`` (TensorBoard
+scalars for every loss term, lr, steps/s, validation PSNR, and image grids input/mask/pred/target),
+``config.yaml``, ``summary.json`` and, at the end (or when stopped by the time budget, SIGINT or
+SIGTERM), the generator as ``train.export_name`` (safetensors + metadata on how it was made).
+
+Exact resume: a batch is a pure function of ``(seed, step)`` (see :mod:`training.data`) and the
+checkpoint holds every stateful object, so a run stopped at step k and resumed reaches the same
+weights (bit-identical on CPU) as an uninterrupted run.
+
+Distributed: under ``torchrun`` (WORLD_SIZE > 1) each rank trains on its DistributedSampler share;
+gradients of G and D are averaged with one ``all_reduce`` per model and step (backend nccl on GPU,
+gloo on CPU) and BatchNorm buffers are broadcast from rank 0 after every step, which is what
+``DistributedDataParallel`` does with ``broadcast_buffers=True``. The DDP wrapper itself is not
+used because the discriminator's R1 penalty needs ``torch.autograd.grad`` with a double
+backward, which DDP's reducer does not support, and because D runs several forwards (real, fake,
+generator step) per backward. Rank 0 logs, validates, checkpoints and exports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from glama_deploy.model import Generator, get_config
+from glama_deploy.model.weights import WeightsError, load_generator, save_weights
+from training.config import ConfigError, RunConfig, config_from_dict, dump_config, load_config
+from training.data import (
+    DataError,
+    InpaintingDataset,
+    StepBatchSampler,
+    ValidationSet,
+    collate,
+    find_images,
+    split_holdout,
+)
+from training.metrics import psnr_batch
+
+log = logging.getLogger("training.train")
+
+CKPT_NAME = "last.pt"
+
+
+# ------------------------------------------------------------------------------- distributed
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def setup_distributed(device_pref: str) -> tuple[Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available")
+    device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank, world, local), device
+
+
+def allreduce_mean_grads(module: torch.nn.Module, d: Dist) -> None:
+    """Average the gradients of ``module`` over ranks (one flat all_reduce)."""
+    if not d.enabled:
+        return
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= d.world
+    off = 0
+    for p in params:
+        n = p.grad.numel()
+        p.grad.copy_(flat[off:off + n].view_as(p.grad))
+        off += n
+
+
+def broadcast_state(module: torch.nn.Module, d: Dist, buffers_only: bool = False) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics) -- and parameters unless ``buffers_only``."""
+    if not d.enabled:
+        return
+    tensors = list(module.buffers()) + ([] if buffers_only else [p.data for p in module.parameters()])
+    for t in tensors:
+        dist.broadcast(t, 0)
+
+
+def state_checksum(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+def rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling raises many types
+        raise ConfigError(f"{path}: not a readable training checkpoint ({str(e).splitlines()[0]})") from None
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+def make_policy(spec):
+    from training.masks import make_policy as _make
+
+    return _make(spec)
+
+
+@torch.no_grad()
+def coarse_fill(coarse: Generator, image: torch.Tensor, mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """Refine-mode input: run the frozen coarse generator at 1/``factor`` resolution, upsample its
+    composite bilinearly and put it into the holes (known pixels stay the original image)."""
+    small = F.interpolate(image, scale_factor=1 / factor, mode="area")
+    small_mask = (F.max_pool2d(mask, factor) > 0.5).float()  # a block with any hole pixel is a hole
+    pred = coarse(small, small_mask).float()
+    comp = small_mask * pred + (1 - small_mask) * small
+    up = F.interpolate(comp, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return mask * up + (1 - mask) * image
+
+
+def image_grid(image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, n: int = 4) -> torch.Tensor:
+    """Rows of [input (holes grey) | mask | composite prediction | target], 3 x (n*H) x (4*W)."""
+    image, mask, pred = image[:n].float().cpu(), mask[:n].float().cpu(), pred[:n].detach().float().cpu()
+    inp = image * (1 - mask) + 0.5 * mask
+    comp = mask * pred + (1 - mask) * image
+    rows = [torch.cat([inp[i], mask[i].expand(3, -1, -1), comp[i], image[i]], dim=2) for i in range(len(image))]
+    return torch.cat(rows, dim=1).clamp(0, 1)
+
+
+LOSS_WEIGHTS = ("l1_known", "l1_missing", "adv", "r1", "fm", "pl", "tv", "ffl", "lama")
+
+
+def loss_terms(cfg: RunConfig, perceptual_on: bool) -> dict[str, str]:
+    """Human-readable on/off list of the loss weights (for logs and weight metadata)."""
+    out = {}
+    for k in LOSS_WEIGHTS:
+        v = float(getattr(cfg.loss, k))
+        out[k] = f"on ({v:g})" if v > 0 else "off (0)"
+    if not perceptual_on:
+        out["pl"] = "off (no perceptual weights path given)"
+    return out
+
+
+def _float_logs(logs: dict[str, Any], prefix: str) -> dict[str, float]:
+    out = {}
+    for k, v in (logs or {}).items():
+        try:
+            out[f"{prefix}{k}"] = float(v.detach().item() if torch.is_tensor(v) else v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+# ---------------------------------------------------------------------------------- trainer
+
+class Trainer:
+    """One object per process; :meth:`fit` runs the loop."""
+
+    def __init__(self, cfg: RunConfig, resume: str | Path | None = None, command: str = ""):
+        from training.discriminator import NLayerDiscriminator
+        from training.losses import JointLoss
+        from training.perceptual import build_perceptual
+
+        self.cfg = cfg
+        self.command = command
+        tc = cfg.train
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        self.d, self.device = setup_distributed(tc.device)
+        self.amp = bool(tc.amp and self.device.type == "cuda")
+        if tc.amp and not self.amp and self.d.main:
+            log.warning("train.amp=true ignored: AMP is used only on CUDA (running on %s)", self.device)
+        self.out = Path(tc.out_dir)
+        self.refine = tc.mode == "refine"
+
+        random.seed(tc.seed)
+        np.random.seed(tc.seed % 2**32)
+        torch.manual_seed(tc.seed)
+
+        # ---- data
+        paths = find_images(cfg.data.root)
+        self.train_paths, self.val_paths = split_holdout(paths, cfg.data.root, cfg.data.holdout)
+        self.policy = make_policy(cfg.masks.policy)
+        self.dataset = InpaintingDataset(self.train_paths, cfg.data.crop, self.policy, seed=tc.seed,
+                                         min_scale=cfg.data.min_scale, hflip=cfg.data.hflip,
+                                         cache_images=cfg.data.cache_images)
+
+        # ---- models
+        self.G = Generator(get_config(cfg.model.name, zero_holes=not self.refine)).to(self.device)
+        self.D = NLayerDiscriminator(ndf=cfg.model.disc_ndf, n_layers=cfg.model.disc_layers).to(self.device)
+        self.perceptual = build_perceptual(cfg.perceptual_weights or None)
+        self.perceptual_on = self.perceptual is not None
+        if self.perceptual is not None:
+            self.perceptual = self.perceptual.to(self.device)
+        self.loss = JointLoss(cfg.loss, self.D, self.perceptual)
+        if hasattr(self.loss, "to"):
+            self.loss = self.loss.to(self.device)
+        self.coarse: Generator | None = None
+        if self.refine:
+            try:
+                self.coarse, _ = load_generator(cfg.refine.coarse_weights, device=self.device)
+            except WeightsError as e:
+                raise ConfigError(f"refine.coarse_weights: {e}") from None
+            self.coarse.requires_grad_(False).eval()
+
+        betas = tuple(cfg.optim.betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.optim.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.optim.lr_d, betas=betas)
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+
+        self.step = 0
+        self.elapsed_before = 0.0  # wall-clock seconds of previous segments of this run
+        if resume:
+            self._load(resume)
+        broadcast_state(self.G, self.d)
+        broadcast_state(self.D, self.d)
+
+        self.val = None
+        if self.d.main and self.val_paths:
+            from training.masks import MASK_TYPES
+
+            self.val = ValidationSet(self.val_paths, cfg.masks.val_size, list(MASK_TYPES), make_policy,
+                                     per_type=cfg.masks.val_per_type, seed=cfg.masks.val_seed)
+        self.writer = None
+        self.stop_reason = ""
+        self.last_logs: dict[str, float] = {}
+        self.last_val: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ checkpoint io
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": "glama-deploy/train-checkpoint/v1",
+            "step": self.step,
+            "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+            "rng": rng_state(),
+            "config": self.cfg.to_dict(),
+            "world_size": self.d.world,
+            "elapsed_s": self.elapsed_before + (time.time() - self.t_start if hasattr(self, "t_start") else 0),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        if not self.d.main:
+            return None
+        return atomic_torch_save(self._checkpoint(), self.out / "checkpoints" / CKPT_NAME)
+
+    def _load(self, path: str | Path) -> None:
+        ck = load_checkpoint(path)
+        try:
+            self.G.load_state_dict(ck["generator"])
+            self.D.load_state_dict(ck["discriminator"])
+            self.opt_g.load_state_dict(ck["opt_g"])
+            self.opt_d.load_state_dict(ck["opt_d"])
+            if ck.get("scaler_g"):
+                self.scaler_g.load_state_dict(ck["scaler_g"])
+            if ck.get("scaler_d"):
+                self.scaler_d.load_state_dict(ck["scaler_d"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"{path}: checkpoint does not match this config "
+                              f"({str(e).splitlines()[0]})") from None
+        self.step = int(ck["step"])
+        self.elapsed_before = float(ck.get("elapsed_s", 0.0))
+        set_rng_state(ck["rng"])
+        if ck.get("world_size", 1) != self.d.world and self.d.main:
+            log.warning("resuming a %s-process run with %s processes: data order differs from the "
+                        "original run", ck.get("world_size"), self.d.world)
+        if self.d.main:
+            log.info("resumed from %s at step %d", path, self.step)
+
+    # ------------------------------------------------------------------ one step
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return nullcontext()
+
+    def _clip(self, module: torch.nn.Module) -> float:
+        if self.cfg.optim.grad_clip > 0:
+            return float(torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.optim.grad_clip))
+        return float("nan")
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        image = batch["image"].to(self.device, non_blocking=True)
+        mask = batch["mask"].to(self.device, non_blocking=True)
+        inp = coarse_fill(self.coarse, image, mask, self.cfg.refine.coarse_factor) if self.refine else image
+
+        # generator step (D frozen: gradients only flow through it to the prediction)
+        self.D.requires_grad_(False)
+        with self._autocast():
+            pred = self.G(inp, mask)
+            loss_g, logs_g = self.loss.generator_loss(pred.float(), image, mask)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler_g.scale(loss_g).backward()
+        allreduce_mean_grads(self.G, self.d)
+        self.scaler_g.unscale_(self.opt_g)
+        gn_g = self._clip(self.G)
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        self.D.requires_grad_(True)
+
+        # discriminator step on the (detached) prediction of this step
+        with self._autocast():
+            loss_d, logs_d = self.loss.discriminator_loss(pred.detach().float(), image, mask)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss_d).backward()
+        allreduce_mean_grads(self.D, self.d)
+        self.scaler_d.unscale_(self.opt_d)
+        gn_d = self._clip(self.D)
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+
+        broadcast_state(self.G, self.d, buffers_only=True)
+        broadcast_state(self.D, self.d, buffers_only=True)
+
+        logs = {"loss/g_total": float(loss_g.detach()), "loss/d_total": float(loss_d.detach()),
+                "grad_norm/g": gn_g, "grad_norm/d": gn_d}
+        logs.update(_float_logs(logs_g, "g/"))
+        logs.update(_float_logs(logs_d, "d/"))
+        self._last_batch = (inp, mask, pred, image)
+        return logs
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        if self.val is None:
+            return {}
+        self.G.eval()
+        per_type: dict[str, list[float]] = {}
+        for img, msk, types in self.val.batches(8):
+            img, msk = img.to(self.device), msk.to(self.device)
+            inp = coarse_fill(self.coarse, img, msk, self.cfg.refine.coarse_factor) if self.refine else img
+            pred = self.G(inp, msk).float()
+            comp = msk * pred + (1 - msk) * img
+            for t, v in zip(types, psnr_batch(comp, img).tolist(), strict=True):
+                per_type.setdefault(t, []).append(v)
+        self.G.train()
+        out = {f"val/psnr_{t}": float(np.mean(v)) for t, v in per_type.items()}
+        out["val/psnr_mean"] = float(np.mean([np.mean(v) for v in per_type.values()]))
+        return out
+
+    # ------------------------------------------------------------------ loop
+    def _stop_requested(self, flag: bool) -> bool:
+        if not self.d.enabled:
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
+    def fit(self) -> Path | None:
+        cfg, tc = self.cfg, self.cfg.train
+        total = tc.steps
+        sampler = StepBatchSampler(len(self.dataset), cfg.optim.batch_size, tc.seed, self.step, total,
+                                   rank=self.d.rank, world_size=self.d.world)
+        loader = DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
+                            num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+        if self.d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.yaml", dump_config(cfg))
+            self._log_setup()
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.step else None)
+
+        interrupted = {"flag": False}
+        old = {}
+        if self.d.main:
+            def on_signal(signum, frame):  # finish the step, then checkpoint + export
+                interrupted["flag"] = True
+                log.warning("signal %s: stopping after this step", signum)
+            for s in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    old[s] = signal.signal(s, on_signal)
+                except ValueError:  # not in the main thread
+                    pass
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=self.step, disable=not self.d.main, unit="step", dynamic_ncols=True)
+        self.t_start = time.time()
+        t_window, s_window = time.time(), self.step
+        dirty = False
+        self.G.train()
+        self.D.train()
+        try:
+            for batch in loader:
+                logs = self.train_step(batch)
+                self.step += 1
+                dirty = True
+                bar.update(1)
+                if not all(math.isfinite(v) for k, v in logs.items() if k.startswith("loss/")):
+                    raise FloatingPointError(f"non-finite loss at step {self.step}: {logs}")
+                if self.d.main:
+                    self.last_logs = logs
+                    if self.step % tc.log_every == 0 or self.step == total:
+                        now = time.time()
+                        sps = (self.step - s_window) / max(now - t_window, 1e-9)
+                        t_window, s_window = now, self.step
+                        self._write_scalars({**logs, "perf/steps_per_sec": sps,
+                                             "lr/g": self.opt_g.param_groups[0]["lr"],
+                                             "lr/d": self.opt_d.param_groups[0]["lr"]})
+                        bar.set_postfix(g=f"{logs['loss/g_total']:.3f}", d=f"{logs['loss/d_total']:.3f}",
+                                        sps=f"{sps:.2f}")
+                        log.info("step %d  %s  %.2f steps/s", self.step,
+                                 "  ".join(f"{k}={v:.4g}" for k, v in logs.items() if "/" in k), sps)
+                    if tc.image_every and self.step % tc.image_every == 0:
+                        inp, mask, pred, image = self._last_batch
+                        self.writer.add_image("train/input_mask_pred_target", image_grid(image, mask, pred),
+                                              self.step)
+                    if tc.val_every and self.step % tc.val_every == 0:
+                        self._validate_and_log()
+                if tc.ckpt_every and self.step % tc.ckpt_every == 0:
+                    self.save_checkpoint()
+                    dirty = False
+                over_budget = tc.time_budget_min > 0 and \
+                    (self.elapsed_before + time.time() - self.t_start) > tc.time_budget_min * 60
+                if self._stop_requested(interrupted["flag"] or over_budget):
+                    self.stop_reason = ("time budget of %g min reached" % tc.time_budget_min
+                                        if over_budget else "stopped by signal")
+                    break
+        finally:
+            bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        if dirty:
+            self.save_checkpoint()
+        if self.d.main and self.val is not None and (not tc.val_every or self.step % tc.val_every):
+            self._validate_and_log()
+        return self.finish()
+
+    def _write_scalars(self, scalars: dict[str, float]) -> None:
+        for k, v in scalars.items():
+            if math.isfinite(v):
+                self.writer.add_scalar(k, v, self.step)
+
+    def _validate_and_log(self) -> None:
+        self.last_val = self.validate()
+        if self.last_val:
+            self._write_scalars(self.last_val)
+            log.info("step %d  validation PSNR %.2f dB (%s)", self.step, self.last_val["val/psnr_mean"],
+                     ", ".join(f"{k[9:]} {v:.2f}" for k, v in self.last_val.items() if k != "val/psnr_mean"))
+
+    def _log_setup(self) -> None:
+        cfg = self.cfg
+        log.info("config %s: model %s (%s), mode %s, %d train / %d held-out images, masks %s, "
+                 "batch %d x %d process(es), crop %d, device %s%s", cfg.train.out_dir, cfg.model.name,
+                 "zero holes" if not self.refine else "sees coarse fill", cfg.train.mode,
+                 len(self.train_paths), len(self.val_paths), cfg.masks.policy, cfg.optim.batch_size,
+                 self.d.world, cfg.data.crop, self.device, " + AMP" if self.amp else "")
+        if self.perceptual_on:
+            log.info("perceptual loss: ON (HRF ResNet50-dilated weights from %s)", cfg.perceptual_weights)
+        else:
+            log.warning("perceptual loss: OFF -- no perceptual weights path given (perceptual_weights); "
+                        "the HRF perceptual term is not part of this run")
+        log.info("loss terms: %s", ", ".join(f"{k} {v}" for k, v in loss_terms(cfg, self.perceptual_on).items()))
+
+    # ------------------------------------------------------------------ end of run
+    def metadata(self) -> dict[str, Any]:
+        cfg = self.cfg
+        wall = self.elapsed_before + time.time() - getattr(self, "t_start", time.time())
+        return {
+            "training_mode": cfg.train.mode,
+            "training_steps": str(self.step),
+            "training_target_steps": str(cfg.train.steps),
+            "training_stopped": self.stop_reason or "completed",
+            "training_config": cfg.to_dict(),
+            "training_data": {"root": cfg.data.root, "train_images": len(self.train_paths),
+                              "holdout": [p.name for p in self.val_paths], "crop": cfg.data.crop},
+            "mask_policy": cfg.masks.policy,
+            "losses": loss_terms(cfg, self.perceptual_on),
+            "perceptual": (f"on ({cfg.perceptual_weights})" if self.perceptual_on
+                           else "off (no perceptual weights path given)"),
+            "final_losses": {k: round(v, 6) for k, v in self.last_logs.items()},
+            "val_psnr": {k[4:]: round(v, 3) for k, v in self.last_val.items()},
+            "world_size": str(self.d.world),
+            "wall_time_min": f"{wall / 60:.1f}",
+            "command": self.command,
+        }
+
+    def export(self, path: Path | None = None) -> Path:
+        path = Path(path) if path else self.out / self.cfg.train.export_name
+        source = f"training.train ({self.cfg.train.mode}, config {self.cfg.model.name}, step {self.step})"
+        return save_weights(self.G, path, step=self.step, source=source, extra=self.metadata())
+
+    def finish(self) -> Path | None:
+        checks = [state_checksum(self.G)]
+        if self.d.enabled:
+            gathered: list[Any] = [None] * self.d.world
+            dist.all_gather_object(gathered, checks[0])
+            checks = gathered
+        out = None
+        if self.d.main:
+            out = self.export()
+            summary = {"step": self.step, "stopped": self.stop_reason or "completed",
+                       "weights": str(out), "rank_generator_checksums": checks,
+                       "final_losses": self.last_logs, "validation": self.last_val,
+                       "perceptual": "on" if self.perceptual_on else "off (no perceptual weights path given)"}
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
+            if self.writer is not None:
+                self.writer.close()
+            log.info("exported generator (step %d) to %s", self.step, out)
+        if self.d.enabled:
+            dist.barrier()
+        return out
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train a GLaMa/LaMa inpainting generator (or a two-stage refine generator). "
+                    "Run under torchrun for data-parallel training.",
+        epilog="Example: python -m training.train --config training/configs/glama-tiny.yaml "
+               "--set data.root=/path/photos --set train.steps=2000 --set train.threads=1")
+    p.add_argument("--config", help="YAML run config (path, or a name from training/configs/). "
+                                    "Without it, --resume uses the checkpoint's config.")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field by dotted path, typed by the field (repeatable), "
+                        "e.g. --set loss.ffl=2 --set train.steps=500")
+    p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint (checkpoints/last.pt)")
+    p.add_argument("--export-only", action="store_true",
+                   help="with --resume: write the generator weights of the checkpoint and exit")
+    p.add_argument("--export-to", metavar="PATH", help="where --export-only writes the safetensors file")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> RunConfig:
+    if args.config:
+        return load_config(args.config, args.overrides)
+    if args.resume:
+        cfg = config_from_dict(load_checkpoint(args.resume)["config"])
+        from training.config import apply_override
+
+        for o in args.overrides:
+            apply_override(cfg, o)
+        return cfg.validate()
+    return load_config(None, args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.WARNING if args.quiet or rank else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    command = "python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = resolve(args)
+        if args.print_config:
+            print(dump_config(cfg), end="")
+            return 0
+        if args.export_only:
+            if not args.resume:
+                raise ConfigError("--export-only needs --resume CKPT")
+            cfg.train.threads = cfg.train.threads or 1
+            trainer = Trainer(cfg, resume=args.resume, command=command)
+            trainer.stop_reason = f"exported from checkpoint at step {trainer.step}"
+            out = trainer.export(Path(args.export_to) if args.export_to else None)
+            print(out)
+            return 0
+        trainer = Trainer(cfg, resume=args.resume, command=command)
+        out = trainer.fit()
+        if out is not None:
+            print(out)
+        return 0
+    except (ConfigError, DataError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
