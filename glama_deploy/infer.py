@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as e:
         print(f"error: engine: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # disk full, permission denied...: the output was not replaced
+        print(f"error: {e.filename or ''} {e.strerror or e}".replace("  ", " "), file=sys.stderr)
+        return 1
     summary = {"engine": engine.describe(), "mode": args.mode, "count": len(results),
                "seconds": round(sum(r["seconds"] for r in results), 4), "results": results}
     if args.json:

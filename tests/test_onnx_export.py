@@ -7,8 +7,10 @@ import onnx
 import pytest
 import torch
 
-from export.check import CheckError, check_model_file, check_ops, main as check_main
-from export.onnx import export_onnx, main as export_main
+from export.check import CheckError, check_model_file, check_ops
+from export.check import main as check_main
+from export.onnx import export_onnx
+from export.onnx import main as export_main
 from glama_deploy.engines.onnx_ import OnnxEngine
 from glama_deploy.engines.torch_ import TorchEngine
 from glama_deploy.model.weights import save_weights

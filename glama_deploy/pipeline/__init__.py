@@ -1,13 +1,42 @@
-"""Whole-image, tiled and two-stage inference on top of any Engine."""
+"""Whole-image, tiled and two-stage inference on top of any Engine.
+
+``full``       the engine on the whole image (its memory grows with the image: fine up to ~2K).
+``tiled``      mask-aware tiles around the holes only; big holes get a low-resolution coarse pass
+               first (:mod:`.tiling`). Memory is bounded by the tile batch.
+``two-stage``  GLaMa's coarse (short side ``coarse_size``) + refine at full resolution, the refine
+               stage tiled when the image is larger than a tile (:mod:`.two_stage`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+MODES = ("full", "tiled", "two-stage")
+
 
 def run(engine, image: np.ndarray, mask: np.ndarray, mode: str = "full", *, tile: int = 512,
-        overlap: int = 64, coarse_size: int = 256, refine_engine=None, progress: bool = False) -> np.ndarray:
-    """Inpaint NCHW ``image`` / ``mask`` with ``engine`` in the given mode; returns NCHW float32."""
+        overlap: int = 64, coarse_size: int = 256, refine_engine=None, progress: bool = False,
+        margin: int | None = None, batch_size: int = 4) -> np.ndarray:
+    """Inpaint NCHW ``image`` / ``mask`` with ``engine`` in the given mode; returns NCHW float32.
+
+    ``tile``/``overlap``/``margin``: tile side, blend width between tiles of one big hole, context
+    kept around holes (default tile // 8). ``batch_size``: tiles per engine call. ``coarse_size``:
+    resolution of coarse passes. ``refine_engine``: the second-stage model (two-stage) and the
+    refiner of big holes (tiled); default ``engine``. Known pixels are returned bit-exactly.
+    """
     if mode == "full":
         return engine(image, mask)
-    raise ValueError(f"mode {mode!r} is not available yet")
+    opts = dict(tile=tile, overlap=overlap, margin=margin, coarse_size=coarse_size, refine_engine=refine_engine,
+                batch_size=batch_size, progress=progress)
+    if mode == "tiled":
+        from .tiling import for_each_image, inpaint_tiled
+
+        return for_each_image(inpaint_tiled, engine, image, mask, **opts)
+    if mode == "two-stage":
+        from .two_stage import two_stage
+
+        return two_stage(engine, image, mask, **opts)
+    raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+
+
+__all__ = ["MODES", "run"]

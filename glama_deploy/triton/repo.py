@@ -79,8 +79,10 @@ class RepoOptions:
                 raise RepoError(f"{name} must be >= 1, got {getattr(o, name)}")
         if o.tile % 8 or o.tile > o.max_side:
             raise RepoError(f"tile must be a multiple of 8 and <= max_side ({o.max_side}), got {o.tile}")
-        if not 0 <= o.overlap <= o.tile // 2:
-            raise RepoError(f"overlap must be in [0, tile/2], got {o.overlap}")
+        if o.tile < 64:
+            raise RepoError(f"tile must be >= 64, got {o.tile}")
+        if not 0 <= o.overlap <= o.tile // 4:
+            raise RepoError(f"overlap must be in [0, tile/4], got {o.overlap}")
         return o
 
 
@@ -132,7 +134,8 @@ def config_pipeline(o: RepoOptions) -> str:
     return (f'name: "{PIPELINE_MODEL}"\nbackend: "python"\nmax_batch_size: 0\n' + io
             + f"instance_group [ {{ count: {o.pipeline_instances} kind: KIND_CPU }} ]\n"
             + _params({"glama_role": "pipeline", "generator_model": o.generator, "refine_model": o.refine_generator,
-                       "generator_max_batch_size": o.max_batch_size, "mode": o.mode, "tile": o.tile,
+                       "generator_max_batch_size": o.max_batch_size, "tile_batch_size": 2 * o.max_batch_size,
+                       "mode": o.mode, "tile": o.tile,
                        "overlap": o.overlap, "coarse_size": o.coarse_size, "max_side": 2 * o.max_side,
                        "worker_threads": 2, "glama_deploy_path": o.glama_deploy_path}))
 

@@ -39,6 +39,7 @@ SERVER_PACKAGES = (
     "numpy>=1.24,<2",
     "onnxruntime>=1.18",
     "opencv-python-headless>=4.8,<4.11",
+    "tqdm>=4.60",
 )
 STAMP = "glama-triton-env.json"
 

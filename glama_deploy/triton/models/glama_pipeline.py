@@ -52,16 +52,21 @@ def _int_param(value, name: str, lo: int, hi: int) -> int:
     return v
 
 
-def make_bls_engine(base_cls, model_name: str, max_batch: int, loop: asyncio.AbstractEventLoop):
-    """An Engine whose backend is another Triton model, called from a worker thread."""
+def make_bls_engine(base_cls, model_name: str, max_batch: int):
+    """An Engine whose backend is another model of this server, called from a worker thread.
+
+    ``engine.loop`` must be the event loop ``execute`` runs on: each call is split into batches
+    of at most ``max_batch`` that are all sent at once with ``async_exec`` on that loop.
+    """
 
     class BlsEngine(base_cls):
         name = f"triton-bls:{model_name}"
+        loop: asyncio.AbstractEventLoop | None = None
 
         def _run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
             n = image.shape[0]
             chunks = [(image[i:i + max_batch], mask[i:i + max_batch]) for i in range(0, n, max_batch)]
-            future = asyncio.run_coroutine_threadsafe(self._infer_all(chunks), loop)
+            future = asyncio.run_coroutine_threadsafe(self._infer_all(chunks), self.loop)
             return np.concatenate(future.result())
 
         async def _infer_all(self, chunks):
@@ -93,11 +98,16 @@ class TritonPythonModel:
 
         self.run = run
         self.check_inputs = check_inputs
-        self.base_cls = BaseEngine
         self.name = args["model_name"]
-        self.generator = p.get("generator_model") or "glama_onnx"
-        self.refine = p.get("refine_model") or self.generator
-        self.max_batch = max(1, int(p.get("generator_max_batch_size") or 1))
+        generator = p.get("generator_model") or "glama_onnx"
+        refine = p.get("refine_model") or generator
+        max_batch = max(1, int(p.get("generator_max_batch_size") or 1))
+        # tiles per pipeline engine call: several generator batches in flight at once
+        self.tile_batch = int(p.get("tile_batch_size") or 2 * max_batch)
+        # one engine per generator for the instance's lifetime (the pipeline caches what it
+        # learns about an engine, e.g. whether the model reads the pixels under the mask)
+        self.engine = make_bls_engine(BaseEngine, generator, max_batch)
+        self.refine_engine = self.engine if refine == generator else make_bls_engine(BaseEngine, refine, max_batch)
         self.max_side = int(p.get("max_side") or 8192)
         self.defaults = {"mode": p.get("mode") or "full", "tile": int(p.get("tile") or 512),
                          "overlap": int(p.get("overlap") or 64), "coarse_size": int(p.get("coarse_size") or 256)}
@@ -114,9 +124,9 @@ class TritonPythonModel:
         opts = {**self.defaults, **given}
         if opts["mode"] not in MODES:
             raise BadRequest(f"parameter 'mode' must be one of {MODES}, got {opts['mode']!r}")
-        opts["tile"] = _int_param(opts["tile"], "tile", 32, 8192)
-        opts["overlap"] = _int_param(opts["overlap"], "overlap", 0, opts["tile"] // 2)
-        opts["coarse_size"] = _int_param(opts["coarse_size"], "coarse_size", 32, 8192)
+        opts["tile"] = _int_param(opts["tile"], "tile", 64, 8192)
+        opts["overlap"] = _int_param(opts["overlap"], "overlap", 0, opts["tile"] // 4)
+        opts["coarse_size"] = _int_param(opts["coarse_size"], "coarse_size", 16, 8192)
         return opts
 
     def _inputs(self, request) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -152,22 +162,17 @@ class TritonPythonModel:
         return image, mask, uint8
 
     # -- execution ------------------------------------------------------------------------------
-    def _process(self, image: np.ndarray, mask: np.ndarray, opts: dict, loop) -> np.ndarray:
-        engine = make_bls_engine(self.base_cls, self.generator, self.max_batch, loop)
-        refine = engine if self.refine == self.generator else make_bls_engine(
-            self.base_cls, self.refine, self.max_batch, loop)
-        return self.run(engine, image, mask, mode=opts["mode"], tile=opts["tile"], overlap=opts["overlap"],
-                        coarse_size=opts["coarse_size"], refine_engine=refine)
+    def _process(self, image: np.ndarray, mask: np.ndarray, opts: dict) -> np.ndarray:
+        return self.run(self.engine, image, mask, mode=opts["mode"], tile=opts["tile"], overlap=opts["overlap"],
+                        coarse_size=opts["coarse_size"], refine_engine=self.refine_engine,
+                        batch_size=self.tile_batch)
 
     async def _one(self, request, loop):
         try:
             opts = self._options(request)
             image, mask, uint8 = self._inputs(request)
-            result = await loop.run_in_executor(self.pool, self._process, image, mask, opts, loop)
-        except BadRequest as e:
-            return pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(f"{self.name}: {e}", pb_utils.TritonError.INVALID_ARG))
-        except ValueError as e:  # the pipeline refusing its options (tile/overlap/size combinations)
+            result = await loop.run_in_executor(self.pool, self._process, image, mask, opts)
+        except ValueError as e:  # BadRequest, or the pipeline refusing its options (InputError)
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"{self.name}: {e}", pb_utils.TritonError.INVALID_ARG))
         except Exception as e:
@@ -183,6 +188,7 @@ class TritonPythonModel:
 
     async def execute(self, requests: list) -> list:
         loop = asyncio.get_running_loop()
+        self.engine.loop = self.refine_engine.loop = loop
         return list(await asyncio.gather(*(self._one(r, loop) for r in requests)))
 
     def finalize(self) -> None:

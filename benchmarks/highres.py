@@ -1,0 +1,269 @@
+"""High-resolution inference: full-frame vs tiled vs two-stage, time and peak memory per mode.
+
+``python -m benchmarks.highres [--weights W] [--engine onnxruntime] [--images A.jpg B.jpg] [--json out.json]``
+
+Each case (image x size x mode) runs in a fresh subprocess, so its peak resident memory (the
+kernel's high-water mark of that process: engine, input image, mask, output and every temporary)
+is not polluted by other cases. The hole is one irregular blob covering ``hole_fraction`` of the
+image, like an object to remove. Default run: every mode at each photo's own size, then tiled and
+two-stage at 7680x4320 (the photo upscaled); full-frame at 8K only with ``--full-8k`` (it needs
+many GiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WEIGHTS = ROOT / "glama_deploy" / "assets" / "glama-tiny.safetensors"
+SHARED_HIGHRES = Path("/work/shared/data/highres")
+MODES = ("full", "tiled", "two-stage")
+
+
+@dataclass(frozen=True)
+class EngineFactory:
+    """A picklable engine recipe (what a case subprocess rebuilds): ``create_engine(kind, weights)``."""
+
+    kind: str
+    weights: str
+    threads: int | None = None
+    device: str = "cpu"
+
+    def __call__(self):
+        from glama_deploy.engines import create_engine
+
+        return create_engine(self.kind, self.weights, device=self.device, threads=self.threads)
+
+
+def make_hole(h: int, w: int, fraction: float = 0.05, seed: int = 0) -> np.ndarray:
+    """(H, W) uint8 mask, 1 = hole: one irregular blob of about ``fraction`` of the area."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    theta = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+    radius = 1 + sum(0.12 * rng.random() * np.cos(k * theta + 2 * np.pi * rng.random()) for k in (2, 3, 5))
+    px, py = 1.3 * radius * np.cos(theta), radius * np.sin(theta)
+    unit_area = 0.5 * abs(np.dot(px, np.roll(py, 1)) - np.dot(py, np.roll(px, 1)))
+    scale = np.sqrt(fraction * h * w / unit_area)
+    cy, cx = h * (0.4 + 0.2 * rng.random()), w * (0.4 + 0.2 * rng.random())
+    pts = np.stack([cx + scale * px, cy + scale * py], axis=1)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    return mask
+
+
+def load_scaled(path: str | os.PathLike, size: tuple[int, int] | None) -> np.ndarray:
+    """Photo as (1,3,H,W) float32 in [0,1], resized to ``size`` = (width, height) if given,
+    built channel by channel (no HxWx3 float temporary)."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"{path}: not a readable image")
+    if size is not None and (bgr.shape[1], bgr.shape[0]) != tuple(size):
+        up = size[0] * size[1] > bgr.shape[0] * bgr.shape[1]
+        bgr = cv2.resize(bgr, tuple(size), interpolation=cv2.INTER_CUBIC if up else cv2.INTER_AREA)
+    h, w = bgr.shape[:2]
+    img = np.empty((1, 3, h, w), np.float32)
+    for c in range(3):
+        np.multiply(bgr[:, :, 2 - c], np.float32(1 / 255), out=img[0, c], casting="unsafe")
+    return img
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _hwm_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _case(conn, factory, image_path: str, size, fraction: float, mode: str, opts: dict, repeats: int) -> None:
+    """One measurement in its own process; sends a dict through ``conn``."""
+    try:
+        from glama_deploy.pipeline import run
+        from glama_deploy.pipeline.tiling import plan_tiles
+
+        engine = factory()
+        warm = np.full((1, 3, 64, 64), 0.5, np.float32)
+        warm_mask = np.zeros((1, 1, 64, 64), np.float32)
+        warm_mask[..., 16:48, 16:48] = 1
+        engine(warm, warm_mask)
+        image = load_scaled(image_path, size)
+        h, w = image.shape[2:]
+        mask = make_hole(h, w, fraction).astype(np.float32)[None, None]
+        info = {}
+        if mode != "full":
+            info = plan_tiles(mask[0, 0] > 0.5, opts["tile"], opts["overlap"]).info
+        baseline = _rss_mib()
+        resettable = _reset_peak()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = run(engine, image, mask, mode, **opts)
+            times.append(time.perf_counter() - t0)
+            known = mask[0, 0] < 0.5
+            if not all(np.array_equal(out[0, c][known], image[0, c][known]) for c in range(3)):
+                raise AssertionError("known pixels changed")
+            del out
+        peak_all = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        conn.send({"ok": True, "width": w, "height": h, "hole_fraction": round(float(mask.mean()), 4),
+                   "seconds": round(min(times), 3), "peak_rss_mib": round(peak_all, 1),
+                   "run_peak_rss_mib": round(_hwm_mib(), 1) if resettable else None,
+                   "baseline_rss_mib": round(baseline, 1), **{f"plan_{k}": v for k, v in info.items()}})
+    except BaseException as e:  # reported, not raised: the parent prints the table
+        conn.send({"ok": False, "error": f"{type(e).__name__}: {e}"})
+    finally:
+        conn.close()
+
+
+def _parse_size(size) -> tuple[int, int] | None:
+    if size is None or size == "native":
+        return None
+    if isinstance(size, str):
+        w, h = (int(v) for v in size.lower().split("x"))
+        return w, h
+    return int(size[0]), int(size[1])
+
+
+def measure_highres(engine_factory, image_path: str | os.PathLike, sizes, hole_fraction: float = 0.05,
+                    modes=MODES, *, tile: int = 512, overlap: int = 64, coarse_size: int = 256,
+                    batch_size: int = 4, repeats: int = 1, timeout: float = 1800.0) -> list[dict]:
+    """Time and peak memory of each mode on one photo at each size, one fresh subprocess per case.
+
+    ``engine_factory``: a picklable callable returning an Engine (e.g. :class:`EngineFactory`,
+    a module-level function or a ``functools.partial``). ``sizes``: (width, height) pairs, "WxH"
+    strings, or None / "native" for the photo's own size. Returns one dict per case with
+    ``seconds`` (best of ``repeats``), ``peak_rss_mib`` (whole process), ``run_peak_rss_mib``
+    (peak while inpainting, if the kernel lets us reset the mark), ``baseline_rss_mib`` (engine +
+    image + mask loaded) and, per size, ``speedup_vs_full`` when full-frame was measured too.
+    A failed case (e.g. out of memory) has ``ok: False`` and ``error``.
+    """
+    ctx = mp.get_context("spawn")
+    opts = {"tile": tile, "overlap": overlap, "coarse_size": coarse_size, "batch_size": batch_size}
+    rows = []
+    for size in sizes:
+        size_t = _parse_size(size)
+        group = []
+        for mode in modes:
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_case, args=(child, engine_factory, str(image_path), size_t, hole_fraction,
+                                                   mode, opts, repeats))
+            proc.start()
+            child.close()
+            result = {"ok": False, "error": "no result (killed, likely out of memory)"}
+            if parent.poll(timeout):
+                try:
+                    result = parent.recv()
+                except EOFError:
+                    pass
+            else:
+                result = {"ok": False, "error": f"timed out after {timeout:.0f} s"}
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            group.append({"image": Path(image_path).name, "mode": mode, "size": size_t, **result})
+        full = next((r for r in group if r["mode"] == "full" and r["ok"]), None)
+        for r in group:
+            if full is not None and r["ok"]:
+                r["speedup_vs_full"] = round(full["seconds"] / r["seconds"], 2)
+        rows.extend(group)
+    return rows
+
+
+def onnx_for(weights: Path, cache: Path | None = None) -> Path:
+    """An ONNX export of ``weights`` (.safetensors/.ckpt), cached by content hash."""
+    from export.onnx import export_onnx
+    from glama_deploy.model.weights import load_generator
+
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "glama-deploy"
+    out = cache / f"{weights.stem}-{digest}.onnx"
+    if not out.is_file():
+        model, _ = load_generator(weights)
+        export_onnx(model, out, parity_sizes=((64, 64),))
+    return out
+
+
+def format_table(rows: list[dict]) -> str:
+    head = "| image | size | mode | hole | seconds | speedup | peak RSS MiB | run peak MiB | tiles |"
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        size = f"{r['width']}x{r['height']}" if r.get("ok") else (f"{r['size'][0]}x{r['size'][1]}" if r["size"]
+                                                                   else "native")
+        if not r.get("ok"):
+            lines.append(f"| {r['image']} | {size} | {r['mode']} | | failed: {r['error']} | | | | |")
+            continue
+        tiles = r.get("plan_tiles", "")
+        lines.append(f"| {r['image']} | {size} | {r['mode']} | {100 * r['hole_fraction']:.1f}% | {r['seconds']:.2f} | "
+                     f"{r.get('speedup_vs_full', '')} | {r['peak_rss_mib']:.0f} | {r['run_peak_rss_mib'] or ''} | "
+                     f"{tiles} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                    help=".onnx, or .safetensors (exported to ONNX once and cached for onnxruntime)")
+    ap.add_argument("--engine", choices=("onnxruntime", "torch"), default="onnxruntime")
+    ap.add_argument("--images", nargs="+", type=Path, help=f"photos (default: {SHARED_HIGHRES}/*.jpg)")
+    ap.add_argument("--big-size", default="7680x4320", help="large size for tiled / two-stage ('' to skip)")
+    ap.add_argument("--full-8k", action="store_true", help="also run full-frame at --big-size (many GiB)")
+    ap.add_argument("--hole", type=float, default=0.05, help="hole fraction of the image area")
+    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--overlap", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    images = args.images or sorted(SHARED_HIGHRES.glob("*.jpg"))
+    if not images:
+        print("error: no images (pass --images)", file=sys.stderr)
+        return 2
+    weights = args.weights
+    if args.engine == "onnxruntime" and weights.suffix != ".onnx":
+        weights = onnx_for(weights)
+    factory = EngineFactory(args.engine, str(weights), threads=args.threads)
+    common = dict(hole_fraction=args.hole, tile=args.tile, overlap=args.overlap, repeats=args.repeats)
+    rows = []
+    for img in images:
+        rows += measure_highres(factory, img, [None], **common)
+    if args.big_size:
+        modes = MODES if args.full_8k else ("tiled", "two-stage")
+        rows += measure_highres(factory, images[0], [args.big_size], modes=modes, **common)
+    print(f"engine {args.engine} ({weights.name}), {args.threads} threads, tile {args.tile}, overlap {args.overlap}")
+    print(format_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Training: config loading/overrides, dataset determinism, the loop, exact resume, DDP, refine mode.
+
+Everything runs the real trainer on the 6 photos in tests/data at 64x64 with the `tiny` generator
+and a narrow discriminator; budget < 3 min on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.config import CONFIG_DIR, ConfigError, RunConfig, load_config
+from training.data import DataError, InpaintingDataset, StepBatchSampler, find_images, split_holdout
+from training.masks import MASK_TYPES, make_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+HOLDOUT = "mate-storm.jpg"
+
+
+def small_overrides(out: Path, steps: int = 3) -> list[str]:
+    return [f"data.root={DATA}", f"data.holdout=[{HOLDOUT}]", "data.crop=64", "data.min_scale=0.3",
+            "optim.batch_size=2", "masks.val_size=64", f"train.steps={steps}", f"train.out_dir={out}",
+            "train.log_every=1", "train.val_every=0", "train.image_every=2", "train.ckpt_every=0",
+            "model.disc_ndf=16", "model.disc_layers=3"]
+
+
+def small_cfg(out: Path, steps: int = 3, extra: list[str] | None = None, config: str = "glama-tiny") -> RunConfig:
+    return load_config(CONFIG_DIR / f"{config}.yaml", small_overrides(out, steps) + (extra or []))
+
+
+# ------------------------------------------------------------------------------------ config
+
+def test_bundled_configs_load():
+    for p in sorted(CONFIG_DIR.glob("*.yaml")):
+        cfg = load_config(p)
+        assert cfg.model.name in ("tiny", "lama-fourier", "big-lama"), p
+    big = load_config(CONFIG_DIR / "glama-big-lama.yaml")
+    assert (big.optim.batch_size, big.data.crop, big.train.amp, big.model.name) == (20, 256, True, "big-lama")
+    lama = load_config(CONFIG_DIR / "lama-tiny.yaml")
+    assert lama.loss.ffl == 0 and lama.loss.tv == 0 and lama.masks.policy == "lama"
+    glama = load_config(CONFIG_DIR / "glama-tiny.yaml")
+    assert glama.loss.ffl == 1 and glama.loss.tv == 1 and glama.masks.policy == "general"
+    assert len(glama.data.holdout) == 5
+    assert load_config(CONFIG_DIR / "refine-tiny.yaml").train.mode == "refine"
+
+
+def test_overrides_are_typed():
+    cfg = load_config("glama-tiny", ["loss.ffl=2", "optim.batch_size=8", "train.amp=true", "optim.lr_g=5e-4",
+                                     "data.holdout=[a.jpg, b.png]", "masks.policy={thin: 1, thick: 3}",
+                                     "perceptual_weights=/x/encoder_epoch_20.pth"])
+    assert cfg.loss.ffl == 2.0 and isinstance(cfg.loss.ffl, float)
+    assert cfg.optim.batch_size == 8 and isinstance(cfg.optim.batch_size, int)
+    assert cfg.train.amp is True and cfg.optim.lr_g == 5e-4
+    assert cfg.data.holdout == ["a.jpg", "b.png"]
+    assert cfg.masks.policy == {"thin": 1.0, "thick": 3.0}
+    assert cfg.perceptual_weights == "/x/encoder_epoch_20.pth"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss.fll=2", "unknown key 'loss.fll'"),
+    ("nosuch.x=1", "unknown key 'nosuch'"),
+    ("optim.batch_size=2.5", "optim.batch_size: expected an integer"),
+    ("train.amp=maybe", "train.amp: expected true/false"),
+    ("loss.ffl=-1", "loss.ffl must be a number >= 0"),
+    ("masks.policy=blobs", "unknown mask type 'blobs'"),
+    ("train.mode=paint", "train.mode must be one of"),
+    ("loss.ffl", "expected key=value"),
+])
+def test_bad_overrides_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config("glama-tiny", [override])
+
+
+def test_bad_yaml_key_names_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("model: {name: tiny}\noptim: {batchsize: 4}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(p) in str(e.value) and "batchsize" in str(e.value) and "batch_size" in str(e.value)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+# ----------------------------------------------------------------------------------- dataset
+
+def test_dataset_shapes_and_determinism():
+    paths = find_images(DATA)
+    assert len(paths) == 6
+    train, val = split_holdout(paths, DATA, [HOLDOUT])
+    assert [p.name for p in val] == [HOLDOUT] and len(train) == 5
+    ds = InpaintingDataset(train, crop=64, policy=make_policy("general"), seed=3, min_scale=0.3)
+    a, b, c = ds[(0, 7)], ds[(0, 7)], ds[(1, 7)]
+    assert a["image"].shape == (3, 64, 64) and a["mask"].shape == (1, 64, 64)
+    assert a["image"].dtype == torch.float32 and 0 <= a["image"].min() and a["image"].max() <= 1
+    assert set(np.unique(a["mask"].numpy())) <= {0.0, 1.0} and a["type"] in MASK_TYPES
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert not (torch.equal(a["image"], c["image"]) and torch.equal(a["mask"], c["mask"]))
+    # a crop larger than the images (short side 160) upsamples instead of failing
+    big = InpaintingDataset(train, crop=192, policy=make_policy("thin"), seed=0)
+    assert big[(0, 1)]["image"].shape == (3, 192, 192)
+
+
+def test_batches_depend_only_on_seed_and_step():
+    full = StepBatchSampler(5, 2, seed=1, start_step=0, total_steps=9)
+    later = StepBatchSampler(5, 2, seed=1, start_step=4, total_steps=9)
+    assert list(full)[4:] == list(later)
+    # two ranks split an epoch into disjoint shares; 5 images < world*batch*... are virtually repeated
+    r0 = StepBatchSampler(5, 2, seed=1, start_step=0, total_steps=1, rank=0, world_size=2)
+    r1 = StepBatchSampler(5, 2, seed=1, start_step=0, total_steps=1, rank=1, world_size=2)
+    k0 = {i for _, i in r0.batch(0)}
+    k1 = {i for _, i in r1.batch(0)}
+    assert len(k0) == len(k1) == 2 and not (k0 & k1)
+    tiny = StepBatchSampler(1, 4, seed=0, start_step=0, total_steps=2, rank=0, world_size=2)
+    assert all(len(b) == 4 for b in tiny)
+
+
+def test_bad_image_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="image folder not found"):
+        find_images(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="no images found"):
+        find_images(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(b"not a jpeg")
+    (bad / "ok.jpg").write_bytes((DATA / "mate-aqua.jpg").read_bytes())
+    with pytest.raises(DataError, match="broken.jpg: not a readable image"):
+        InpaintingDataset(find_images(bad), 64, make_policy("general"))
+    with pytest.raises(DataError, match="held-out image\\(s\\) not found: missing.jpg"):
+        split_holdout(find_images(bad), bad, ["missing.jpg"])
+    # the CLI: exit code 2 and one line naming the folder
+    r = subprocess.run([sys.executable, "-m", "training.train", "--config", "glama-tiny",
+                        "--set", f"data.root={tmp_path / 'nope'}", "--set", "data.holdout=[]"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "nope" in r.stderr
+
+
+# ------------------------------------------------------------------------------------- loop
+
+def _fixed_batch(cfg: RunConfig):
+    from training.data import collate
+
+    train, _ = split_holdout(find_images(DATA), DATA, [HOLDOUT])
+    ds = InpaintingDataset(train, cfg.data.crop, make_policy("thick"), seed=99)
+    return collate([ds[(0, i)] for i in range(4)])
+
+
+def _l1_known(G, batch) -> float:
+    G.eval()
+    with torch.no_grad():
+        pred = G(batch["image"], batch["mask"])
+    G.train()
+    known = 1 - batch["mask"]
+    return float(((pred - batch["image"]).abs() * known).sum() / (known.sum() * 3))
+
+
+def test_training_steps_reduce_l1_write_checkpoint_and_weights(tmp_path):
+    from glama_deploy.model.weights import load_generator
+    from training.train import Trainer
+
+    cfg = small_cfg(tmp_path / "run", steps=12, extra=["train.val_every=6", "train.ckpt_every=6"])
+    tr = Trainer(cfg)
+    batch = _fixed_batch(cfg)
+    before = _l1_known(tr.G, batch)
+    out = tr.fit()
+    after = _l1_known(tr.G, batch)
+    assert after < 0.8 * before, (before, after)
+    assert all(np.isfinite(v) for v in tr.last_logs.values())
+    assert {"g/gen_l1", "g/gen_ffl", "g/gen_tv", "g/gen_adv", "d/discr_r1", "perf/steps_per_sec"} - \
+        set(tr.last_logs) == {"perf/steps_per_sec"}
+    assert set(tr.last_val) == {f"val/psnr_{t}" for t in MASK_TYPES} | {"val/psnr_mean"}
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["step"] == 12 and {"generator", "discriminator", "opt_g", "opt_d", "rng", "config"} <= set(ck)
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+    model, meta = load_generator(out)
+    assert meta["step"] == "12" and meta["training_mode"] == "inpaint"
+    assert meta["perceptual"] == "off (no perceptual weights path given)"
+    assert json.loads(meta["losses"])["pl"] == "off (no perceptual weights path given)"
+    assert json.loads(meta["losses"])["ffl"] == "on (1)"
+    assert json.loads(meta["training_data"])["holdout"] == [HOLDOUT]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, tr.G.state_dict()[k]), k
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["step"] == 12 and summary["stopped"] == "completed"
+
+
+def test_exact_resume_is_bit_identical(tmp_path):
+    from training.train import Trainer
+
+    full = Trainer(small_cfg(tmp_path / "full", steps=6))
+    full.fit()
+    first = Trainer(small_cfg(tmp_path / "split", steps=3))
+    first.fit()
+    ckpt = tmp_path / "split" / "checkpoints" / "last.pt"
+    second = Trainer(small_cfg(tmp_path / "split", steps=6), resume=ckpt)
+    assert second.step == 3
+    second.fit()
+    for name in ("G", "D"):
+        a, b = getattr(full, name).state_dict(), getattr(second, name).state_dict()
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
+    sa, sb = full.opt_g.state_dict()["state"], second.opt_g.state_dict()["state"]
+    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+
+
+def test_refine_mode_trains_on_coarse_fill(tmp_path):
+    from glama_deploy.model import Generator
+    from glama_deploy.model.weights import load_generator, save_weights
+    from training.train import Trainer, coarse_fill
+
+    torch.manual_seed(0)
+    coarse_path = save_weights(Generator("tiny"), tmp_path / "coarse.safetensors", step=0, source="test")
+    cfg = small_cfg(tmp_path / "refine", steps=2, config="refine-tiny",
+                    extra=[f"refine.coarse_weights={coarse_path}", "refine.coarse_factor=4"])
+    tr = Trainer(cfg)
+    assert tr.G.config.zero_holes is False and tr.coarse is not None
+    # the refine input: original outside the holes, the upsampled coarse fill inside
+    img, mask = torch.rand(1, 3, 64, 64), torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1
+    x = coarse_fill(tr.coarse, img, mask, 4)
+    assert torch.equal(x * (1 - mask), img * (1 - mask))
+    assert not torch.allclose(x * mask, img * mask)
+    out = tr.fit()
+    model, meta = load_generator(out)
+    assert meta["training_mode"] == "refine" and model.config.zero_holes is False
+    with pytest.raises(ConfigError, match="coarse_weights"):
+        small_cfg(tmp_path / "r2", config="refine-tiny", extra=["refine.coarse_weights="])
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "training.train", "--config", str(CONFIG_DIR / "glama-tiny.yaml"), "-q"]
+    for o in small_overrides(out, steps=3):
+        cmd += ["--set", o]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    sums = summary["rank_generator_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1], sums
+    assert summary["step"] == 3
+    from glama_deploy.model.weights import load_generator
+
+    _, meta = load_generator(out / "generator.safetensors")
+    assert meta["world_size"] == "2"
