@@ -81,7 +81,7 @@ def _gpus() -> list[dict]:
 
         if torch.cuda.is_available():
             return [{"name": torch.cuda.get_device_name(i),
-                     "memory_mb": torch.cuda.get_device_properties(i).total_memory // MB}
+                     "memory_mib": torch.cuda.get_device_properties(i).total_memory // MB}
                     for i in range(torch.cuda.device_count())]
     except Exception:  # noqa: BLE001 - machine info must never fail the report
         pass
@@ -103,8 +103,8 @@ def machine_info() -> dict:
     except AttributeError:
         usable = os.cpu_count()
     return {"cpu_model": _cpu_model(), "cpu_flags": _cpu_flags(), "logical_cores": os.cpu_count(),
-            "physical_cores": physical, "usable_cores": usable, "memory_total_mb": mem_total,
-            "memory_available_mb": mem_avail, "load_average": list(os.getloadavg()),
+            "physical_cores": physical, "usable_cores": usable, "memory_total_mib": mem_total,
+            "memory_available_mib": mem_avail, "load_average": list(os.getloadavg()),
             "gpus": _gpus(), "platform": platform.platform(), "hostname": platform.node()}
 
 
@@ -210,13 +210,13 @@ def _status_kb(field: str) -> int | None:
 
 
 def rss_mb() -> float | None:
-    """Current resident set size of this process in MB."""
+    """Current resident set size of this process in MiB."""
     kb = _status_kb("VmRSS")
     return None if kb is None else kb / 1024
 
 
 def peak_rss_mb() -> float:
-    """High-water mark of the resident set size of this process in MB (VmHWM, else ru_maxrss)."""
+    """High-water mark of the resident set size of this process in MiB (VmHWM, else ru_maxrss)."""
     kb = _status_kb("VmHWM")
     if kb is None:
         import resource

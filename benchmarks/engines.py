@@ -39,6 +39,7 @@ DESCRIPTIONS = {
     "triton": "Triton Inference Server over HTTP/gRPC",
 }
 DFT_OPSET = 18  # DFT-17 semantics; opset 20 (DFT-20) with dynamic H/W fails in onnxruntime
+DFT_EXPORT_VERSION = 1  # bump when export_dft_onnx changes (part of the cache key)
 
 
 def build_engine(spec: dict, threads: int | None = None, device: str = "cpu"):
@@ -73,7 +74,22 @@ def _atomic_target(path: Path):
     """A temp path beside ``path`` (same filesystem, so os.replace is atomic)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the final file gets normal permissions
     return Path(tmp)
+
+
+def code_digest(*extra: str) -> str:
+    """Hash of the sources that define the network (glama_deploy/model/*.py) and of ``extra``
+    files (repo-relative): a cached weights file or export is reused only while they are unchanged."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "glama_deploy" / "model").glob("*.py")) + [root / e for e in extra]
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:10]
 
 
 def prepare_weights(config: str, weights: str | None, cache_dir: Path, seed: int = 0) -> tuple[Path, str]:
@@ -92,7 +108,7 @@ def prepare_weights(config: str, weights: str | None, cache_dir: Path, seed: int
     from glama_deploy.model import build_generator
     from glama_deploy.model.weights import save_weights
 
-    path = cache_dir / f"{config}-seed{seed}-torch{torch.__version__}.safetensors"
+    path = cache_dir / f"{config}-seed{seed}-{code_digest()}-torch{torch.__version__}.safetensors"
     if not path.is_file():
         torch.manual_seed(seed)
         model = build_generator(config).eval()
@@ -143,9 +159,8 @@ def prepare_onnx(weights_path: Path, model_id: str, backend: str, cache_dir: Pat
     """The cached ONNX export for ``backend`` ("matmul": export.onnx; "fft": DFT graph).
 
     Returns the path and the export time in seconds (0.0 on a cache hit)."""
-    import torch
-
-    path = cache_dir / f"{model_id}-{backend}-torch{torch.__version__}.onnx"
+    key = code_digest("export/onnx.py") if backend == "matmul" else f"{code_digest()}-v{DFT_EXPORT_VERSION}"
+    path = cache_dir / f"{model_id}-{backend}-{key}.onnx"
     if path.is_file():
         return path, 0.0
     from glama_deploy.model.weights import load_generator
@@ -163,31 +178,54 @@ def prepare_onnx(weights_path: Path, model_id: str, backend: str, cache_dir: Pat
 
 # ----------------------------------------------------------------------------- availability
 def tensorrt_status() -> tuple[bool, str]:
-    """(available, reason): TensorRT needs the ``tensorrt`` package and an NVIDIA GPU."""
+    """(available, reason or version): a TensorRT module and a usable NVIDIA GPU."""
     try:
-        import tensorrt  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - ImportError or a broken placeholder package
-        return False, f"the tensorrt Python package is not importable ({type(e).__name__}: {e})"
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return False, "no CUDA device (TensorRT runs on NVIDIA GPUs only)"
-    except ImportError:
-        pass
-    try:
-        import glama_deploy.engines.tensorrt_  # noqa: F401
+        from glama_deploy.engines.base import EngineError
+        from glama_deploy.engines.tensorrt_ import import_tensorrt, load_cuda
     except ImportError as e:
         return False, f"glama_deploy.engines.tensorrt_ cannot be imported ({e})"
-    return True, ""
+    try:
+        trt, module = import_tensorrt()
+        load_cuda(0).close()
+    except EngineError as e:
+        return False, str(e)
+    except Exception as e:  # noqa: BLE001 - a broken driver or placeholder package
+        return False, f"{type(e).__name__}: {e}"
+    return True, f"{module} {trt.__version__}"
+
+
+def prepare_tensorrt(onnx_path: Path, cache_dir: Path, sizes: list[tuple[int, int]], max_batch: int,
+                     precision: str = "fp32") -> Path:
+    """A TensorRT plan from the matmul-DFT ONNX whose profile covers ``sizes`` and ``max_batch``
+    (cached; plans only load in the TensorRT version and GPU that built them)."""
+    from export.tensorrt import build_engine as build_plan
+    from export.tensorrt import make_profile
+
+    hs, ws = [-(-h // 8) * 8 for h, _ in sizes], [-(-w // 8) * 8 for _, w in sizes]  # engines pad to /8
+    lo = (1, min(hs), min(ws))
+    hi = (max_batch, max(hs), max(ws))
+    opt = (1, min(max(512, lo[1]), hi[1]), min(max(512, lo[2]), hi[2]))
+    path = cache_dir / f"{onnx_path.stem}-{precision}-b{max_batch}-{hi[1]}x{hi[2]}.plan"
+    if not path.is_file():
+        build_plan(onnx_path, path, profile=make_profile(lo, opt, hi), precision=precision)
+    return path
 
 
 def triton_status(url: str | None) -> tuple[bool, str]:
-    """(available, reason) for Triton: needs a server URL and benchmarks.triton_bench."""
-    if not url:
-        return False, "no Triton server given (--triton-url or GLAMA_TRITON_URL)"
+    """(available, reason or how): a server URL, or a local Triton server environment to start
+    one from (``python -m glama_deploy.triton setup-env``), plus benchmarks.triton_bench."""
     try:
         from benchmarks import triton_bench  # noqa: F401
     except ImportError as e:
         return False, f"benchmarks.triton_bench cannot be imported ({e})"
-    return True, ""
+    if url:
+        return True, f"server at {url}"
+    try:
+        from glama_deploy.triton.server import ServerEnv
+    except ImportError as e:
+        return False, f"no --triton-url and glama_deploy.triton cannot be imported ({e})"
+    try:
+        env = ServerEnv.find()
+    except Exception as e:  # noqa: BLE001 - ServerError names the fix
+        return False, f"no --triton-url and no local server environment: {e}"
+    return True, f"local tritonserver started from {env.dir}"

@@ -4,11 +4,13 @@
                              [--config lama-fourier] [--out reports/] [--quick]
 
 What is measured (one run, one machine):
-  latency   p50/p90/p99 per engine, size and batch. Engines are timed *interleaved*: each round
-            calls every engine once on the same input, in a rotated order, so load from other
-            processes and clock drift hit all engines alike; ratios are medians of per-round ratios.
-  memory    peak RSS (VmHWM) of a fresh subprocess per engine/size/batch (one call after a
-            load), so cases cannot inherit each other's heap; GPU peak with CUDA.
+  latency   p50/p90/p99 per engine, size and batch. Each engine runs in its own process and the
+            engines are timed *interleaved*: each round calls every engine once on the same input,
+            in a rotated order, one at a time, so load from other processes and clock drift hit all
+            engines alike; ratios are medians of per-round ratios.
+  memory    peak RSS (VmHWM) of each engine's own process during its first call on a case
+            (fresh processes per case by default, so cases cannot inherit each other's heap);
+            GPU peak with CUDA.
   FLOPs     counted by torch.utils.flop_counter on the model (conv + matmul), vs this machine's
             sgemm peak measured in the same run.
   high-res  full-frame vs tiled vs two-stage on 2560x1600 and 7680x4320 (benchmarks.highres).
@@ -23,8 +25,8 @@ import argparse
 import datetime as dt
 import json
 import logging
+import multiprocessing as mp
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,17 +43,20 @@ from benchmarks.engines import (  # noqa: E402
     LOCAL_ENGINES,
     build_engine,
     prepare_onnx,
+    prepare_tensorrt,
     prepare_weights,
     tensorrt_status,
     triton_status,
 )
+from benchmarks.worker import WorkerDied, start_workers  # noqa: E402
 
 log = logging.getLogger("benchmarks")
 SCHEMA = "glama-deploy/benchmark/v1"
 REFERENCE_ENGINE = "torch-fft"
 HIGHRES_DEFAULT = "2560x1600,7680x4320"
-QUICK = {"config": "tiny", "sizes": "128,256", "batches": "1,2", "min_iters": 3, "max_iters": 20,
-         "budget_s": 1.5, "highres_sizes": "640x400", "sgemm_n": 1024, "memory_isolation": "engine"}
+QUICK = {"config": "tiny", "threads": 1, "warmup": 1, "sizes": "128,256", "batches": "1,2", "min_iters": 3,
+         "max_iters": 20, "budget_s": 1.5, "triton_n": 4, "highres_sizes": "640x400", "sgemm_n": 1024,
+         "isolation": "engine"}
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -78,111 +83,79 @@ def size_label(hw) -> str:
     return str(h) if h == w else f"{w}x{h}"
 
 
-# ----------------------------------------------------------------------------- timing
-def time_interleaved(engines: dict, image: np.ndarray, mask: np.ndarray, *, warmup: int, min_iters: int,
-                     max_iters: int, budget_s: float) -> dict:
-    """Warm every engine up, then time rounds of one call per engine, rotating the order.
+# ----------------------------------------------------------------------------- timing + memory
+def run_case(workers: dict, hw: tuple[int, int], batch: int, *, seed: int, warmup: int, min_iters: int,
+             max_iters: int, budget_s: float, max_case_s: float = 0.0) -> dict:
+    """One size/batch on every engine: prepare (first call = memory measurement, then warm-up),
+    then rounds of one timed call per engine in a rotated order until ``min_iters`` rounds and
+    ``budget_s`` seconds (or ``max_iters`` rounds; or, with ``max_case_s``, at least 2 rounds and
+    that many seconds: big sizes get fewer samples). Only one engine runs at any time.
 
-    Stops when every engine has ``min_iters`` samples and either ``budget_s`` seconds of timed
-    rounds passed or ``max_iters`` rounds ran. Returns {name: {"samples": [...], ...}}.
+    Returns {name: {"samples": [s, ...], "memory": {...}, "max_abs_diff_vs_torch_fft": x}} or
+    {name: {"samples": [], "error": "..."}}.
     """
     out: dict[str, dict] = {}
-    live: list[str] = []
-    ref = None
-    for name, eng in engines.items():
+    outputs = {}
+    for name, w in workers.items():
         try:
-            for _ in range(max(1, warmup)):
-                y = eng(image, mask)
-            out[name] = {"samples": [], "first_output": y[:1]}
-            live.append(name)
-        except Exception as e:  # noqa: BLE001 - one engine failing must not end the report
-            log.warning("%s failed at %s: %s", name, image.shape, e)
-            out[name] = {"samples": [], "error": f"{type(e).__name__}: {e}"}
-    if REFERENCE_ENGINE in live:
-        ref = out[REFERENCE_ENGINE]["first_output"]
-    for name in live:
-        y = out[name].pop("first_output")
+            res = w.request(("case", hw[0], hw[1], batch, seed, warmup))
+        except WorkerDied as e:
+            res = {"error": str(e)}
+        if "error" in res:
+            log.warning("%s failed at %s batch %d: %s", name, size_label(hw), batch, res["error"])
+            out[name] = {"samples": [], "error": res["error"]}
+            continue
+        outputs[name] = res.pop("output")
+        out[name] = {"samples": [], "memory": res}
+    ref = outputs.get(REFERENCE_ENGINE)
+    for name, y in outputs.items():
         if ref is not None:
             out[name]["max_abs_diff_vs_torch_fft"] = float(np.abs(y - ref).max())
+    del outputs, ref
+    live = [n for n in workers if "error" not in out[n]]
     t0 = time.perf_counter()
     rounds = 0
     while live:
         k = rounds % len(live)
         for name in live[k:] + live[:k]:
-            t = time.perf_counter()
             try:
-                engines[name](image, mask)
-            except Exception as e:  # noqa: BLE001
-                out[name]["error"] = f"{type(e).__name__}: {e}"
-                continue
-            out[name]["samples"].append(time.perf_counter() - t)
+                res = workers[name].request(("time",))
+            except WorkerDied as e:
+                res = {"error": str(e)}
+            if "error" in res:
+                out[name]["error"] = res["error"]
+            else:
+                out[name]["samples"].append(res["s"])
         live = [n for n in live if "error" not in out[n]]
         rounds += 1
-        if rounds >= max_iters or (rounds >= min_iters and time.perf_counter() - t0 >= budget_s):
+        elapsed = time.perf_counter() - t0
+        if (rounds >= max_iters or (rounds >= min_iters and elapsed >= budget_s)
+                or (max_case_s and rounds >= 2 and elapsed >= max_case_s)):
             break
     return out
 
 
-# ----------------------------------------------------------------------------- memory
-def memory_worker(payload: dict) -> dict:
-    """Runs in a fresh process: build one engine, then for each case (ascending) reset the RSS
-    high-water mark, run ``calls`` inferences and read the peak. Prints nothing; returns a dict."""
-    threads = payload.get("threads")
-    if payload["spec"]["kind"] == "torch":
-        import torch
+def export_all(jobs: dict[str, tuple], parallel: bool) -> dict[str, tuple[Path, float] | Exception]:
+    """Run prepare_onnx for each engine, in parallel processes when asked (exports are mostly
+    single-threaded Python, so two of them use two cores)."""
+    results: dict = {}
+    if not parallel or len(jobs) < 2:
+        for name, job in jobs.items():
+            try:
+                results[name] = prepare_onnx(*job)
+            except Exception as e:  # noqa: BLE001
+                results[name] = e
+        return results
+    import concurrent.futures as cf
 
-        if threads:
-            torch.set_num_threads(threads)
-    rss_start = common.rss_mb()
-    t = time.perf_counter()
-    engine = build_engine(payload["spec"], threads=threads, device=payload.get("device", "cpu"))
-    load_s = time.perf_counter() - t
-    common.release_memory()
-    rss_loaded = common.rss_mb()
-    cuda = payload.get("device", "cpu").startswith("cuda")
-    results = []
-    for h, w, b in payload["cases"]:
-        image, mask = common.make_inputs(h, w, b)
-        common.release_memory()
-        reset = common.reset_peak_rss()
-        if cuda:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-        row = {"size": [h, w], "batch": b, "rss_before_mb": common.rss_mb(), "hwm_reset": reset}
-        try:
-            for _ in range(payload.get("calls", 1)):
-                y = engine(image, mask)
-                del y
-        except Exception as e:  # noqa: BLE001
-            row["error"] = f"{type(e).__name__}: {e}"
-        row["peak_rss_mb"] = common.peak_rss_mb()
-        row["added_rss_mb"] = row["peak_rss_mb"] - rss_loaded
-        row["inputs_mb"] = (image.nbytes + mask.nbytes) / common.MB
-        if cuda:
-            import torch
-
-            row["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / common.MB
-        results.append(row)
-        del image, mask
-    return {"rss_start_mb": rss_start, "rss_loaded_mb": rss_loaded, "load_s": load_s, "cases": results}
-
-
-def run_memory_worker(payload: dict, timeout: float) -> dict:
-    """Run :func:`memory_worker` in a subprocess and return its result (or an error)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", json.dumps(payload)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(payload.get("threads") or ""))
-    if not payload.get("threads"):
-        env.pop("OMP_NUM_THREADS")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=str(common.ROOT))
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"error": f"worker exited with {proc.returncode}: {tail}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    with cf.ProcessPoolExecutor(max_workers=len(jobs), mp_context=mp.get_context("spawn")) as pool:
+        futs = {name: pool.submit(prepare_onnx, *job) for name, job in jobs.items()}
+        for name, fut in futs.items():
+            try:
+                results[name] = fut.result()
+            except Exception as e:  # noqa: BLE001
+                results[name] = e
+    return results
 
 
 # ----------------------------------------------------------------------------- high-res, Triton
@@ -203,14 +176,38 @@ def highres_rows(spec: dict, image_path: str, sizes: list[tuple[int, int]], thre
     return {"available": True, "engine": spec["name"], "image": str(image_path), "rows": rows}
 
 
-def triton_rows(url: str, sizes: list[tuple[int, int]], n: int, concurrency: int) -> dict:
+def triton_rows(url: str | None, onnx: str | None, sizes: list[tuple[int, int]], n: int, concurrency: int,
+                threads: int) -> dict:
+    """Triton vs in-process onnxruntime (benchmarks.triton_bench). Without ``url`` a CPU server is
+    started on a temporary repository serving ``onnx`` and stopped afterwards."""
+    import tempfile
+
     from benchmarks.triton_bench import measure_triton
 
+    server = None
+    tmp = tempfile.TemporaryDirectory(prefix="glama-bench-triton-")
     try:
-        rows = measure_triton(url, sizes, n, concurrency)
-    except Exception as e:  # noqa: BLE001
-        return {"available": False, "reason": f"measure_triton failed: {type(e).__name__}: {e}", "rows": []}
-    return {"available": True, "url": url, "rows": rows}
+        if not url:
+            if onnx is None:
+                return {"available": False, "reason": "no matmul ONNX export to serve", "rows": []}
+            from glama_deploy.triton.repo import RepoOptions, build_repo
+            from glama_deploy.triton.server import TritonServer
+
+            repo = Path(tmp.name) / "repo"
+            build_repo(repo, RepoOptions(flavour="cpu", threads=threads, generator_instances=1,
+                                         max_batch_size=max(1, concurrency)), onnx=onnx)
+            server = TritonServer(repo).start()
+            url = server.http_url
+        rows = measure_triton(url, sizes, n, concurrency, onnx=onnx, threads=threads)
+    except Exception as e:  # noqa: BLE001 - the rest of the report stands without Triton
+        log.warning("Triton measurement failed: %s", e)
+        return {"available": False, "reason": f"{type(e).__name__}: {e}", "rows": []}
+    finally:
+        if server is not None:
+            server.stop()
+        tmp.cleanup()
+    return {"available": True, "url": url, "started_server": server is not None, "rows": rows,
+            "threads": threads, "concurrency": concurrency}
 
 
 # ----------------------------------------------------------------------------- report assembly
@@ -246,7 +243,7 @@ def summarize(report: dict) -> dict:
     return out
 
 
-def build_rows(timings: dict, memory: dict, flops: dict, peak_gflops: float) -> tuple[list, list]:
+def build_rows(timings: dict, flops: dict, peak_gflops: float) -> tuple[list, list]:
     """Merge timing, memory and FLOPs into one row per engine/size/batch, plus paired ratios."""
     rows, ratios = [], []
     for (hw, batch), per_engine in timings.items():
@@ -264,12 +261,9 @@ def build_rows(timings: dict, memory: dict, flops: dict, peak_gflops: float) -> 
                 row["gflops_best"] = model_flops * batch / (lat["min_ms"] / 1e3) / 1e9
                 row["peak_fraction_p50"] = row["gflops_p50"] / peak_gflops
                 row["peak_fraction_best"] = row["gflops_best"] / peak_gflops
-            for k in ("error", "max_abs_diff_vs_torch_fft"):
+            for k in ("error", "max_abs_diff_vs_torch_fft", "memory", "load_s"):
                 if k in t:
                     row[k] = t[k]
-            m = memory.get((name, hw, batch))
-            if m:
-                row["memory"] = m
             rows.append(row)
         for a, b in (("ort-matmul", "torch-fft"), ("ort-matmul", "ort-dft"), ("torch-matmul", "torch-fft"),
                      ("ort-dft", "torch-fft")):
@@ -288,7 +282,7 @@ def to_markdown(report: dict) -> str:
     m, v, s = report["machine"], report["versions"], report["sgemm"]
     L = [f"# Benchmark: {report['config']} ({report['created']})", "",
          f"- machine: {m['cpu_model']}, {m['usable_cores']} usable cores ({', '.join(m['cpu_flags'])}), "
-         f"{_fmt(m['memory_total_mb'])} MB RAM, load average at start {m['load_average'][0]:.1f}; "
+         f"{_fmt(m['memory_total_mib'])} MiB RAM, load average at start {m['load_average'][0]:.1f}; "
          f"GPUs: {', '.join(g['name'] for g in m['gpus']) or 'none'}",
          f"- versions: python {v['python']}, torch {v['torch']}, onnxruntime {v['onnxruntime']}, "
          f"numpy {v['numpy']}; git {report['git_revision']}",
@@ -316,7 +310,7 @@ def to_markdown(report: dict) -> str:
                      f"(best call: {100 * b['peak_fraction_best']:.0f}%)")
         L.append("")
     L += ["## Latency, throughput, memory", "",
-          "| engine | size | batch | p50 ms | p90 ms | p99 ms | n | img/s | peak RSS MB | +RSS MB "
+          "| engine | size | batch | p50 ms | p90 ms | p99 ms | n | img/s | peak RSS MiB | +RSS MiB "
           "| GFLOP/img | GFLOP/s | % sgemm peak | max diff vs torch |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
@@ -328,7 +322,7 @@ def to_markdown(report: dict) -> str:
         lat = r["latency"]
         L.append(f"| {r['engine']} | {size_label(r['size'])} | {r['batch']} | {lat['p50_ms']:.0f} | "
                  f"{lat['p90_ms']:.0f} | {lat['p99_ms']:.0f} | {lat['n']} | {r['images_per_s']:.2f} | "
-                 f"{_fmt(mem.get('peak_rss_mb'))} | {_fmt(mem.get('added_rss_mb'))} | "
+                 f"{_fmt(mem.get('peak_rss_mib'))} | {_fmt(mem.get('added_rss_mib'))} | "
                  f"{r['flops_per_image'] / 1e9:.1f} | {r['gflops_p50']:.1f} | "
                  f"{100 * r['peak_fraction_p50']:.0f}% | {_fmt(r.get('max_abs_diff_vs_torch_fft'), '.1e')} |")
     L.append("")
@@ -346,24 +340,36 @@ def to_markdown(report: dict) -> str:
     hr = report["highres"]
     L += ["## High resolution (~5% hole)", ""]
     if hr.get("rows"):
-        keys = [k for k in hr["rows"][0] if not isinstance(hr["rows"][0][k], (dict, list))]
-        L += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        L += ["| size | mode | seconds | speedup vs full | peak RSS MiB (run) | peak RSS MiB (process) | tiles | "
+              "note |", "|---|---|---|---|---|---|---|---|"]
         for r in hr["rows"]:
-            L.append("| " + " | ".join(_fmt(r.get(k), ".1f") if isinstance(r.get(k), float) else str(r.get(k, "-"))
-                                       for k in keys) + " |")
-        L.append("")
-        L.append(f"engine: {hr.get('engine')}; image: {hr.get('image')}")
+            if not r.get("ok"):
+                L.append(f"| {r.get('size')} | {r.get('mode')} | - | - | - | - | - | {r.get('error', '')} |")
+                continue
+            L.append(f"| {r.get('size')} | {r.get('mode')} | {_fmt(r.get('seconds'), '.2f')} | "
+                     f"{_fmt(r.get('speedup_vs_full'), '.2f')} | {_fmt(r.get('run_peak_rss_mib'))} | "
+                     f"{_fmt(r.get('peak_rss_mib'))} | {r.get('plan_tiles', '-')} | hole "
+                     f"{100 * r.get('hole_fraction', 0):.1f}% |")
+        L += ["", f"engine: {hr.get('engine')}, photo {hr.get('image')} resized to each size; run peak = "
+              "high-water mark while inpainting (reset after loading engine, image and mask); process "
+              "peak includes engine start-up. Each case in a fresh process (benchmarks.highres)."]
     else:
         L.append(f"not measured: {hr.get('reason', 'skipped')}")
     L.append("")
     tr = report["triton"]
-    L += ["## Triton", ""]
+    L += ["## Triton vs in-process onnxruntime", ""]
     if tr.get("rows"):
-        keys = [k for k in tr["rows"][0] if not isinstance(tr["rows"][0][k], (dict, list))]
-        L += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        L += ["| size | requests | concurrency | Triton img/s | local img/s | Triton p50 ms | local p50 ms | "
+              "Triton p99 ms | local p99 ms | same model |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in tr["rows"]:
-            L.append("| " + " | ".join(_fmt(r.get(k), ".1f") if isinstance(r.get(k), float) else str(r.get(k, "-"))
-                                       for k in keys) + " |")
+            L.append(f"| {r.get('size')} | {r.get('n')} | {r.get('concurrency')} | "
+                     f"{_fmt(r.get('triton_ips'), '.2f')} | {_fmt(r.get('local_ips'), '.2f')} | "
+                     f"{_fmt(r.get('triton_p50_ms'))} | "
+                     f"{_fmt(r.get('local_p50_ms'))} | {_fmt(r.get('triton_p99_ms'))} | "
+                     f"{_fmt(r.get('local_p99_ms'))} | {r.get('same_model')} |")
+        L += ["", f"server: {tr.get('url')} ({'started for this run' if tr.get('started_server') else 'given'}), "
+              f"model glama_onnx_py (python backend running onnxruntime on the same matmul export), "
+              f"{tr.get('threads')} onnxruntime thread(s) on both sides"]
     else:
         L.append(f"not measured: {tr.get('reason', 'skipped')}")
     L += ["", "## FLOPs per image (counted)", "",
@@ -373,6 +379,15 @@ def to_markdown(report: dict) -> str:
         L.append(f"| {key} | {conv / 1e9:.2f} | {(mm - conv) / 1e9:.2f} | {100 * (mm - conv) / mm:.1f}% |")
     L += ["", "## Method", ""] + [f"- {k}: {t}" for k, t in report["method"].items()] + [""]
     return "\n".join(L)
+
+
+def _size_axis(ax, ticks: list[int]) -> None:
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log", base=2)
+    if ticks:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def plot(report: dict, out: Path) -> list[str]:
@@ -385,76 +400,70 @@ def plot(report: dict, out: Path) -> list[str]:
     written = []
     rows = [r for r in report["rows"] if "latency" in r and r["size"][0] == r["size"][1]]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    engines = sorted({r["engine"] for r in rows})
+    engines = [e for e in ALL_ENGINES if any(r["engine"] == e for r in rows)]
+    colors = {e: f"C{i}" for i, e in enumerate(ALL_ENGINES)}
     batches = sorted({r["batch"] for r in rows})
+    styles = ["-", "--", ":", "-."]
     for name in engines:
-        b1 = sorted((r for r in rows if r["engine"] == name and r["batch"] == 1), key=lambda r: r["size"][0])
-        if b1:
-            x = [r["size"][0] for r in b1]
-            p50 = [r["latency"]["p50_ms"] for r in b1]
-            lo = [p - r["latency"]["min_ms"] for p, r in zip(p50, b1, strict=True)]
-            hi = [r["latency"]["p90_ms"] - p for p, r in zip(p50, b1, strict=True)]
-            line = axes[0].errorbar(x, p50, yerr=[lo, hi], marker="o", capsize=3, label=name)[0]
-            axes[2].plot(x, [100 * r["peak_fraction_p50"] for r in b1], marker="o", color=line.get_color(),
-                         label=name)
-        else:
-            line = None
         for i, b in enumerate(batches):
             rb = sorted((r for r in rows if r["engine"] == name and r["batch"] == b), key=lambda r: r["size"][0])
-            if rb:
-                axes[1].plot([r["size"][0] for r in rb], [r["images_per_s"] for r in rb], marker="o",
-                             linestyle=["-", "--", ":", "-."][i % 4],
-                             color=line.get_color() if line else None, label=f"{name} b{b}")
-    axes[0].set(xscale="log", yscale="log", xlabel="image side (px, square)", ylabel="latency p50 (ms)",
+            if not rb:
+                continue
+            x = [r["size"][0] for r in rb]
+            kw = {"marker": "o", "color": colors[name], "linestyle": styles[i % 4], "label": f"{name} b{b}"}
+            if b == 1:
+                p50 = [r["latency"]["p50_ms"] for r in rb]
+                lo = [p - r["latency"]["min_ms"] for p, r in zip(p50, rb, strict=True)]
+                hi = [r["latency"]["p90_ms"] - p for p, r in zip(p50, rb, strict=True)]
+                axes[0].errorbar(x, p50, yerr=[lo, hi], capsize=3, **{**kw, "label": name})
+            axes[1].plot(x, [r["images_per_s"] for r in rb], **kw)
+            axes[2].plot(x, [100 * r["peak_fraction_p50"] for r in rb], **kw)
+    ticks = sorted({r["size"][0] for r in rows})
+    axes[0].set(yscale="log", xlabel="image side (px, square)", ylabel="latency p50 (ms)",
                 title="Latency, batch 1 (bars: min..p90)")
-    axes[1].set(xscale="log", yscale="log", xlabel="image side (px, square)", ylabel="images / s",
-                title="Throughput at p50")
-    axes[2].set(xscale="log", xlabel="image side (px, square)", ylabel="% of sgemm peak",
-                title=f"Achieved share of {report['sgemm']['peak_gflops']:.0f} GFLOP/s sgemm peak")
+    axes[1].set(yscale="log", xlabel="image side (px, square)", ylabel="images / s", title="Throughput at p50")
+    axes[2].set(xlabel="image side (px, square)", ylabel="% of sgemm peak",
+                title=f"Share of the {report['sgemm']['peak_gflops']:.0f} GFLOP/s sgemm peak (p50)")
+    axes[2].set_ylim(bottom=0)
     for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
+        _size_axis(ax, ticks)
+        ax.grid(True, which="major", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-        if rows:
-            ticks = sorted({r["size"][0] for r in rows})
-            ax.set_xticks(ticks, [str(t) for t in ticks])
-            ax.minorticks_off() if ax is not axes[1] and ax is not axes[0] else None
-    fig.suptitle(f"{report['config']} on {report['machine']['cpu_model']}, {report['threads']} thread(s)")
+    fig.suptitle(f"{report['config']} on {report['machine']['cpu_model']}, {report['threads']} thread(s) per engine")
     fig.tight_layout()
     written.append(_save_fig(fig, out / "latency.png"))
     plt.close(fig)
 
     hr = report["highres"]
+    hrows = [r for r in hr.get("rows") or [] if r.get("ok")]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    hrows = hr.get("rows") or []
-    mem_key = next((k for k in ("peak_rss_mb", "peak_mb", "peak_memory_mb") if hrows and k in hrows[0]), None)
-    time_key = next((k for k in ("time_s", "seconds", "wall_s", "latency_s") if hrows and k in hrows[0]), None)
-    if hrows and mem_key:
-        sizes = list(dict.fromkeys(str(r.get("size", r.get("image_size", "?"))) for r in hrows))
-        modes = list(dict.fromkeys(str(r.get("mode", "?")) for r in hrows))
+    if hrows:
+        sizes = list(dict.fromkeys(str(r.get("size")) for r in hr["rows"]))
+        modes = list(dict.fromkeys(str(r.get("mode")) for r in hr["rows"]))
         width = 0.8 / max(1, len(modes))
-        for j, mode in enumerate(modes):
-            for ax, key, unit in ((axes[0], mem_key, "peak memory (MB)"), (axes[1], time_key, "time (s)")):
-                if key is None:
-                    continue
+        for ax, keys, unit in ((axes[0], ("run_peak_rss_mib", "peak_rss_mib"), "peak RSS while inpainting (MiB)"),
+                               (axes[1], ("seconds",), "time (s)")):
+            for j, mode in enumerate(modes):
                 vals = []
-                for s in sizes:
-                    r = next((r for r in hrows if str(r.get("size", r.get("image_size", "?"))) == s
-                              and str(r.get("mode")) == mode), {})
-                    vals.append(r.get(key) if isinstance(r.get(key), (int, float)) else np.nan)
-                ax.bar(np.arange(len(sizes)) + j * width, vals, width, label=mode)
-                ax.set_xticks(np.arange(len(sizes)) + width * (len(modes) - 1) / 2, sizes)
-                ax.set_ylabel(unit)
-        axes[0].set_title("Peak memory: full frame vs tiled vs two-stage")
-        axes[1].set_title("Time")
-        for ax in axes:
+                for size in sizes:
+                    r = next((r for r in hrows if str(r.get("size")) == size and str(r.get("mode")) == mode), {})
+                    v = next((r[k] for k in keys if isinstance(r.get(k), (int, float))), np.nan)
+                    vals.append(v)
+                bars = ax.bar(np.arange(len(sizes)) + j * width, vals, width, label=mode)
+                ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.0f}" if v >= 10 else f"{v:.2f}"
+                                           for v in vals], fontsize=7)
+            ax.set_xticks(np.arange(len(sizes)) + width * (len(modes) - 1) / 2, sizes)
+            ax.set(ylabel=unit, yscale="log")
             ax.legend(fontsize=8)
             ax.grid(True, axis="y", alpha=0.3)
+        axes[0].set_title("Peak memory: full frame vs tiled vs two-stage")
+        axes[1].set_title("Time per image")
     else:
         for ax in axes:
             ax.axis("off")
-        axes[0].text(0, 0.5, f"high-res rows not measured:\n{hr.get('reason', 'skipped')}", wrap=True)
-    fig.suptitle(f"High resolution, ~5% hole ({hr.get('engine', '-')})")
+        axes[0].text(0, 0.5, f"high-res rows not measured:\n{hr.get('reason', 'no successful case')}", wrap=True)
+    fig.suptitle(f"High resolution, ~5% hole ({hr.get('engine', '-')}, n/a = not run)")
     fig.tight_layout()
     written.append(_save_fig(fig, out / "highres.png"))
     plt.close(fig)
@@ -491,27 +500,32 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where weights and ONNX exports are cached between runs")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per engine")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    ap.add_argument("--warmup", type=int, default=1, help="warm-up calls per engine and case")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="untimed calls per engine and case (the first one also measures memory)")
     ap.add_argument("--min-iters", type=int, default=5, help="timed calls per engine and case, at least")
     ap.add_argument("--max-iters", type=int, default=50, help="timed calls per engine and case, at most")
     ap.add_argument("--budget-s", type=float, default=30.0,
                     help="keep timing rounds until this many seconds passed (after --min-iters)")
-    ap.add_argument("--memory-isolation", choices=("case", "engine", "none"), default="case",
-                    help="case: a fresh process per engine/size/batch (default); engine: one process per "
-                         "engine, peak reset between cases; none: skip memory")
+    ap.add_argument("--max-case-s", type=float, default=0.0,
+                    help="stop a case after 2 rounds once its timed rounds took this long (0 = off); "
+                         "lets big sizes run fewer iterations")
+    ap.add_argument("--isolation", choices=("case", "engine"), default="case",
+                    help="case: fresh engine processes for every size/batch, so memory peaks cannot carry "
+                         "over (default); engine: one process per engine for all cases (faster start-up)")
     ap.add_argument("--highres-image", default=None,
                     help="photo for the high-res rows (default: a bundled sample, resized)")
     ap.add_argument("--highres-sizes", default=HIGHRES_DEFAULT, help="WxH list; '' to skip")
     ap.add_argument("--highres-engine", default="ort-matmul", help="engine for the high-res rows")
     ap.add_argument("--triton-url", default=os.environ.get("GLAMA_TRITON_URL"),
                     help="Triton server URL (default $GLAMA_TRITON_URL)")
-    ap.add_argument("--triton-concurrency", type=int, default=2)
+    ap.add_argument("--triton-concurrency", type=int, default=2, help="concurrent Triton clients")
+    ap.add_argument("--triton-sizes", default="", help="sizes for the Triton rows (default: the smallest size)")
+    ap.add_argument("--triton-n", type=int, default=8, help="requests per Triton size (and as many in-process)")
     ap.add_argument("--sgemm-n", type=int, default=2048, help="matrix side for the sgemm peak")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true",
                     help="small model and sizes, few iterations: the whole report in ~1-2 min")
     ap.add_argument("--json", action="store_true", help="print the JSON report to stdout")
-    ap.add_argument("--memory-worker", help=argparse.SUPPRESS)
     return ap
 
 
@@ -536,12 +550,10 @@ def default_highres_image() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if args.memory_worker:
-        print(json.dumps(memory_worker(json.loads(args.memory_worker))))
-        return 0
     if args.quick:
         apply_quick(args, argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
     try:
         sizes = [parse_size(s) for s in parse_list(args.sizes)]
         batches = parse_list(args.batches, int)
@@ -552,10 +564,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown engine(s) {bad}; choose from {list(ALL_ENGINES)}")
         if not sizes or not batches or min(batches) < 1:
             raise ValueError("need at least one size and batch sizes >= 1")
-        if any(h % 8 or w % 8 for h, w in sizes):
-            log.info("sizes that are not multiples of 8 are padded by the engines")
-        if args.threads < 1:
-            raise ValueError("--threads must be >= 1")
+        if args.threads < 1 or args.min_iters < 1 or args.max_iters < args.min_iters:
+            raise ValueError("need --threads >= 1 and 1 <= --min-iters <= --max-iters")
+        if args.highres_image and not Path(args.highres_image).is_file():
+            raise ValueError(f"{args.highres_image}: high-res image not found")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -571,107 +583,111 @@ def main(argv: list[str] | None = None) -> int:
     wall0 = time.perf_counter()
     report = {"schema": SCHEMA, "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
               "quick": bool(args.quick), "config": args.config, "threads": args.threads, "device": args.device,
-              "args": {k: v for k, v in vars(args).items() if k != "memory_worker"},
-              "machine": common.machine_info(), "versions": common.versions(),
+              "args": vars(args), "machine": common.machine_info(), "versions": common.versions(),
               "git_revision": common.git_revision()}
 
-    # -- engines and their files
+    # -- engines and the files they need (exports cached in --cache-dir)
     try:
         weights, model_id = prepare_weights(args.config, args.weights, cache, args.seed)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report["weights"] = str(weights)
-    engines_info, specs, prep = [], {}, {}
+    infos = {name: {"name": name, "description": DESCRIPTIONS[name], "available": True, "reason": ""}
+             for name in wanted}
+    specs: dict[str, dict] = {}
+    jobs = {}
     for name in wanted:
-        info = {"name": name, "description": DESCRIPTIONS[name], "available": True, "reason": ""}
+        if name.startswith("torch"):
+            specs[name] = {"name": name, "kind": "torch", "weights": str(weights),
+                           "spectral_backend": name.split("-")[1]}
+        elif name.startswith("ort"):
+            jobs[name] = (weights, model_id, "matmul" if name == "ort-matmul" else "fft", cache)
+        elif name == "tensorrt":
+            ok, why = tensorrt_status()
+            infos[name].update(available=ok, reason="" if ok else why, version=why if ok else None)
+        elif name == "triton":
+            ok, why = triton_status(args.triton_url)
+            infos[name].update(available=ok, reason="" if ok else why, how=why if ok else None)
+    if jobs:
+        log.info("ONNX exports for %s (cached in %s)", ", ".join(jobs), cache)
+    prep = {}
+    for name, res in export_all(jobs, parallel=True).items():
+        if isinstance(res, Exception):
+            log.warning("%s unavailable: export failed: %s", name, res)
+            infos[name].update(available=False, reason=f"export failed: {type(res).__name__}: {res}")
+            continue
+        path, secs = res
+        prep[f"export_{name}_s"] = secs
+        specs[name] = {"name": name, "kind": "onnxruntime", "onnx": str(path)}
+    if infos.get("tensorrt", {}).get("available"):
         try:
-            if name.startswith("torch"):
-                specs[name] = {"name": name, "kind": "torch", "weights": str(weights),
-                               "spectral_backend": name.split("-")[1]}
-            elif name.startswith("ort"):
-                backend = "matmul" if name == "ort-matmul" else "fft"
-                log.info("ONNX export for %s (cached in %s)", name, cache)
-                path, secs = prepare_onnx(weights, model_id, backend, cache)
-                prep[f"export_{name}_s"] = secs
-                specs[name] = {"name": name, "kind": "onnxruntime", "onnx": str(path)}
-            elif name == "tensorrt":
-                ok, why = tensorrt_status()
-                info.update(available=ok, reason=why or "plan building is not wired in this report yet")
-                info["available"] = False
-            elif name == "triton":
-                ok, why = triton_status(args.triton_url)
-                info.update(available=ok, reason=why)
-        except Exception as e:  # noqa: BLE001 - report the engine as unavailable and carry on
-            log.warning("%s unavailable: %s", name, e)
-            info.update(available=False, reason=f"{type(e).__name__}: {e}")
-        engines_info.append(info)
-    report["engines"] = engines_info
+            onnx_mm = specs.get("ort-matmul", {}).get("onnx") or prepare_onnx(weights, model_id, "matmul", cache)[0]
+            specs["tensorrt"] = {"name": "tensorrt", "kind": "tensorrt",
+                                 "plan": str(prepare_tensorrt(Path(onnx_mm), cache, sizes, max(batches)))}
+        except Exception as e:  # noqa: BLE001
+            infos["tensorrt"].update(available=False, reason=f"plan build failed: {type(e).__name__}: {e}")
+    specs = {n: specs[n] for n in LOCAL_ENGINES + ("tensorrt",) if n in specs}
     report["prepare"] = prep
 
-    # -- hardware peak (measured again at the end; the best of both is used)
+    # -- hardware peak (measured again at the end; the higher one is the peak)
     sg1 = common.sgemm_peak(args.sgemm_n, threads=args.threads)
 
-    # -- FLOPs
+    # -- FLOPs, counted on the meta device
     from glama_deploy.model.weights import load_generator
 
     config_obj = load_generator(weights)[0].config
     all_hw = sorted(set(sizes), key=lambda s: s[0] * s[1])
-    flops = {hw: {b: common.count_flops(config_obj, hw[0], hw[1], b) for b in ("fft", "matmul")} for hw in all_hw}
+    flops = {hw: {b: common.count_flops(config_obj, hw[0], hw[1], b) for b in ("fft", "matmul")}
+             for hw in all_hw}
 
-    # -- timing, interleaved
-    engines, load_s = {}, {}
-    for name, spec in specs.items():
-        t = time.perf_counter()
-        try:
-            engines[name] = build_engine(spec, threads=args.threads, device=args.device)
-        except Exception as e:  # noqa: BLE001
-            next(i for i in engines_info if i["name"] == name).update(available=False,
-                                                                     reason=f"{type(e).__name__}: {e}")
-            continue
-        load_s[name] = time.perf_counter() - t
-    report["load_s"] = load_s
+    # -- latency + memory, one process per engine, interleaved
     groups = [(hw, b) for hw in all_hw for b in batches
               if b == 1 or not args.large_batch_max_side or max(hw) <= args.large_batch_max_side]
-    timings = {}
-    for hw, b in tqdm(groups, desc="timing", unit="case", file=sys.stderr):
-        image, mask = common.make_inputs(hw[0], hw[1], b, seed=args.seed)
-        timings[(hw, b)] = time_interleaved(engines, image, mask, warmup=args.warmup, min_iters=args.min_iters,
-                                            max_iters=args.max_iters, budget_s=args.budget_s)
-        log.info("%s b%d: %s", size_label(hw), b, ", ".join(
-            f"{n} {1e3 * np.median(t['samples']):.0f} ms" for n, t in timings[(hw, b)].items() if t["samples"]))
-    del engines
-    common.release_memory()
+    timings: dict = {}
+    load_s: dict[str, list[float]] = {}
+    workers: dict = {}
 
-    # -- memory, in fresh processes
-    memory = {}
-    if args.memory_isolation != "none":
-        jobs = []
-        for name, spec in specs.items():
-            if not any(i["name"] == name and i["available"] for i in engines_info):
-                continue
-            cases = [[hw[0], hw[1], b] for hw, b in groups]
-            if args.memory_isolation == "case":
-                jobs += [(name, spec, [c]) for c in cases]
-            else:
-                jobs.append((name, spec, cases))
-        for name, spec, cases in tqdm(jobs, desc="memory", unit="proc", file=sys.stderr):
-            res = run_memory_worker({"spec": spec, "cases": cases, "threads": args.threads,
-                                     "device": args.device}, timeout=3600)
-            for c in res.get("cases", []):
-                memory[(name, tuple(c["size"]), c["batch"])] = {
-                    **{k: c[k] for k in c if k not in ("size", "batch")}, "load_s": res["load_s"],
-                    "rss_loaded_mb": res["rss_loaded_mb"], "isolation": args.memory_isolation}
-            if "error" in res:
-                log.warning("memory worker for %s failed: %s", name, res["error"])
-                for hh, ww, b in cases:
-                    memory[(name, (hh, ww), b)] = {"error": res["error"]}
+    def ensure_workers() -> None:
+        nonlocal workers
+        if workers:
+            return
+        alive = {n: s for n, s in specs.items() if infos[n]["available"]}
+        workers, failed = start_workers(alive, args.threads, args.device)
+        for n, err in failed.items():
+            log.warning("%s unavailable: %s", n, err)
+            infos[n].update(available=False, reason=err)
+        for n, w in workers.items():
+            load_s.setdefault(n, []).append(w.info["load_s"])
+
+    def stop_workers() -> None:
+        nonlocal workers
+        for w in workers.values():
+            w.close()
+        workers = {}
+
+    try:
+        for hw, b in tqdm(groups, desc="cases", unit="case", file=sys.stderr):
+            ensure_workers()
+            res = run_case(workers, hw, b, seed=args.seed, warmup=args.warmup, min_iters=args.min_iters,
+                           max_iters=args.max_iters, budget_s=args.budget_s, max_case_s=args.max_case_s)
+            if args.isolation == "case":
+                for n in res:
+                    res[n]["load_s"] = load_s[n][-1]
+                stop_workers()
+            timings[(hw, b)] = res
+            log.info("%s b%d: %s", size_label(hw), b, ", ".join(
+                f"{n} {1e3 * np.median(t['samples']):.0f} ms" for n, t in res.items() if t["samples"]))
+    finally:
+        stop_workers()
+    report["load_s"] = {n: float(np.median(v)) for n, v in load_s.items()}
+    report["engines"] = list(infos.values())
 
     sg2 = common.sgemm_peak(args.sgemm_n, threads=args.threads)
     sgemm = max(sg1, sg2, key=lambda s: s["peak_gflops"])
     sgemm["runs_gflops"] = [sg1["peak_gflops"], sg2["peak_gflops"]]
     report["sgemm"] = sgemm
-    report["rows"], report["ratios"] = build_rows(timings, memory, flops, sgemm["peak_gflops"])
+    report["rows"], report["ratios"] = build_rows(timings, flops, sgemm["peak_gflops"])
     report["flops"] = {size_label(hw): f for hw, f in flops.items()}
 
     # -- high-res and Triton
@@ -685,30 +701,36 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log.info("high-res rows with %s on %s", hr_spec["name"], image_path)
         report["highres"] = highres_rows(hr_spec, image_path, hr_sizes, args.threads)
-    tr = next((i for i in engines_info if i["name"] == "triton"), None)
-    if tr and tr["available"]:
-        report["triton"] = triton_rows(args.triton_url, sizes, n=args.min_iters,
-                                       concurrency=args.triton_concurrency)
+    if infos.get("triton", {}).get("available"):
+        tsizes = [parse_size(s) for s in parse_list(args.triton_sizes)] if args.triton_sizes else all_hw[:1]
+        log.info("Triton (%s) at %s", infos["triton"]["how"], ", ".join(size_label(s) for s in tsizes))
+        report["triton"] = triton_rows(args.triton_url, specs.get("ort-matmul", {}).get("onnx"), tsizes,
+                                       n=args.triton_n, concurrency=args.triton_concurrency, threads=args.threads)
     else:
         report["triton"] = {"available": False, "rows": [],
-                            "reason": tr["reason"] if tr else "not requested (--engines)"}
+                            "reason": infos["triton"]["reason"] if "triton" in infos else "not requested"}
 
     report["method"] = {
-        "timing": "each case: warm-up call(s) per engine, then rounds of one call per engine on the same "
-                  "input in a rotated order (interleaved, so drift and load from other processes hit all "
-                  "engines alike); end-to-end engine(image, mask) incl. padding/compositing; "
-                  f"{args.min_iters}..{args.max_iters} rounds, {args.budget_s:.0f} s budget per case",
+        "timing": "each case: every engine runs in its own process; its first call on the case measures "
+                  f"memory and counts as warm-up ({args.warmup} untimed call(s) in all), then rounds of one "
+                  "call per engine on the same input in a rotated order, one engine at a time (interleaved, "
+                  "so drift and load from other processes hit all engines alike); the time is "
+                  "engine(image, mask) end to end, incl. padding and "
+                  f"compositing, measured inside the worker; {args.min_iters}..{args.max_iters} rounds, "
+                  f"{args.budget_s:.0f} s budget per case"
+                  + (f", at least 2 rounds when a case passes {args.max_case_s:.0f} s" if args.max_case_s else ""),
         "ratios": "median over rounds of the per-round latency ratio (paired), with quartiles",
-        "memory": {"case": "fresh subprocess per engine/size/batch: build the engine, run one call, "
-                           "read VmHWM (peak RSS); +RSS = peak minus RSS after loading the engine",
-                   "engine": "one subprocess per engine, cases in ascending size; VmHWM reset "
-                             "(/proc/self/clear_refs) before each case; allocator caches may carry over",
-                   "none": "not measured"}[args.memory_isolation],
+        "memory": {"case": "fresh worker processes for every size/batch: peak RSS (VmHWM) of the first call, "
+                           "reset just before it; +RSS = peak minus RSS after loading the engine",
+                   "engine": "one worker process per engine for all cases (ascending size); VmHWM reset "
+                             "before each case's first call; allocator/arena caches may carry over from "
+                             "smaller cases"}[args.isolation],
         "flops": "torch.utils.flop_counter.FlopCounterMode on the meta device: convolutions and matmuls "
-                 "(2 FLOPs per multiply-add); GFLOP/s uses the conv FLOPs (identical work for every engine); "
-                 "the matmul-DFT FLOPs are extra work of that backend (torch.fft is not counted)",
-        "sgemm_peak": "best of 5 runs of a float32 n x n x n matmul in torch and numpy, at the start and "
-                      "end of the run; the highest is the peak",
+                 "(2 FLOPs per multiply-add). GFLOP/s uses the conv FLOPs, identical work for every engine; "
+                 "the matmul-DFT FLOPs are extra work of that backend; torch.fft, BatchNorm and elementwise "
+                 "ops are not counted",
+        "sgemm_peak": f"best of 5 runs of a float32 {args.sgemm_n}^3 matmul in torch and numpy with "
+                      f"{args.threads} thread(s), at the start and at the end of the run; the higher is the peak",
         "inputs": "uniform noise image, centred rectangular hole of 25% of the area (speed does not depend "
                   "on pixel values)",
     }

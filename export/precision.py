@@ -88,39 +88,37 @@ def _spectral_by_scope(nodes: Sequence[NodeInfo]) -> set[str]:
 
 
 def _spectral_by_pattern(nodes: Sequence[NodeInfo]) -> set[str]:
-    """DFT-as-matmul without scope metadata: seeds (MatMul/Cos/Sin/Range/DFT), the basis
-    construction (ancestors of Cos/Sin up to Shape), the basis scaling between Cos/Sin and the
-    MatMuls, and the Neg/Add/Sub combining MatMul outputs."""
+    """DFT-as-matmul without scope metadata: seeds (MatMul/Cos/Sin/Range/DFT), the basis scaling
+    between Cos/Sin and the MatMuls, the Neg/Add/Sub combining MatMul outputs, and everything these
+    read that is computed from tensor shapes only (the basis construction: Range, Floor, Sqrt...)."""
     by_name = {n.name: n for n in nodes}
     producer = {o: n.name for n in nodes for o in n.outputs}
     consumers: dict[str, list[str]] = {}
     for n in nodes:
         for i in n.inputs:
             consumers.setdefault(i, []).append(n.name)
+    shape_derived: set[str] = set()  # nodes whose value depends on input shapes only, not data
+    for n in nodes:
+        srcs = [producer[i] for i in n.inputs if i in producer]
+        if n.op_type in _SHAPE_ONLY_OPS or (srcs and all(s in shape_derived for s in srcs)):
+            shape_derived.add(n.name)
     chosen = {n.name for n in nodes if n.op_type in SPECTRAL_OPS}
-    trig = [n.name for n in nodes if n.op_type in ("Cos", "Sin")]
-    stack = list(trig)  # ancestors of Cos/Sin, not through Shape
+    for start, allowed in (([n.name for n in nodes if n.op_type in ("Cos", "Sin")], _BASIS_OPS),
+                           ([n.name for n in nodes if n.op_type == "MatMul"], _COMBINE_OPS)):
+        stack = list(start)  # Cos/Sin -> scaling -> MatMul; MatMul -> Neg/Add/Sub
+        while stack:
+            for o in by_name[stack.pop()].outputs:
+                for c in consumers.get(o, []):
+                    if c not in chosen and by_name[c].op_type in allowed:
+                        chosen.add(c)
+                        stack.append(c)
+    stack = list(chosen)  # the shape-only computations feeding any of them
     while stack:
-        n = by_name[stack.pop()]
-        for i in n.inputs:
+        for i in by_name[stack.pop()].inputs:
             p = producer.get(i)
-            if p and p not in chosen and by_name[p].op_type not in _SHAPE_ONLY_OPS:
+            if p and p not in chosen and p in shape_derived and by_name[p].op_type not in _SHAPE_ONLY_OPS:
                 chosen.add(p)
                 stack.append(p)
-    stack = list(trig)  # Cos/Sin -> (scaling) -> MatMul
-    while stack:
-        for o in by_name[stack.pop()].outputs:
-            for c in consumers.get(o, []):
-                if c not in chosen and by_name[c].op_type in _BASIS_OPS:
-                    chosen.add(c)
-                    stack.append(c)
-    stack = [n.name for n in nodes if n.op_type == "MatMul"]  # MatMul -> Neg/Add/Sub
-    while stack:
-        for o in by_name[stack.pop()].outputs:
-            for c in consumers.get(o, []):
-                if c not in chosen and by_name[c].op_type in _COMBINE_OPS:
-                    chosen.add(c)
-                    stack.append(c)
     return chosen
 
 

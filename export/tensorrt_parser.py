@@ -27,12 +27,16 @@ from .tensorrt import Profile, make_profile, parser_errors
 
 def unsupported_node_ranges(nodes: list[tuple[str, str]], subgraphs: list[tuple[list[int], bool]],
                             max_names: int = 5) -> list[dict]:
-    """Contiguous ranges of node indices outside every supported subgraph.
+    """Contiguous ranges of the nodes the parser cannot take.
 
     ``nodes``: (name, op_type) per ONNX node in graph order; ``subgraphs``: (node indices,
-    supported) as ``supports_model_v2`` reports them. Each range: first, last, ops, names."""
-    ok = {i for idx, supported in subgraphs if supported for i in idx}
-    bad = [i for i in range(len(nodes)) if i not in ok]
+    supported) as ``supports_model_v2`` reports them. The unsupported nodes are those in no
+    subgraph (the partitioning cuts them out); if every node is in some subgraph, the nodes of the
+    subgraphs marked unsupported. Each range: first, last, ops, names."""
+    covered = {i for idx, _ in subgraphs for i in idx}
+    bad = [i for i in range(len(nodes)) if i not in covered]
+    if not bad:
+        bad = sorted({i for idx, supported in subgraphs if not supported for i in idx})
     ranges: list[list[int]] = []
     for i in bad:
         if ranges and ranges[-1][-1] == i - 1:

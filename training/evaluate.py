@@ -42,8 +42,14 @@ def engine_kind(path: Path) -> str:
     return "onnxruntime" if path.suffix.lower() == ".onnx" else "torch"
 
 
-def load_images(folder: str | Path, h: int, w: int, limit: int = 0) -> list[tuple[str, np.ndarray]]:
+def load_images(folder: str | Path, h: int, w: int, limit: int = 0,
+                include: list[str] | None = None) -> list[tuple[str, np.ndarray]]:
     paths = find_images(folder)
+    if include:
+        missing = sorted(set(include) - {p.name for p in paths})
+        if missing:
+            raise DataError(f"{folder}: --include names not found: {', '.join(missing)}")
+        paths = [p for p in paths if p.name in set(include)]
     if limit:
         paths = paths[:limit]
     out = []
@@ -60,7 +66,7 @@ def _to_nchw(imgs: list[np.ndarray]) -> np.ndarray:
 def evaluate(weights: str | Path, images: str | Path, masks: str | Path, lpips_weights: str | None = None,
              fid_weights: str | None = None, engine: str = "auto", device: str = "cpu",
              threads: int | None = None, pairing: str = "all", batch: int = 8, max_images: int = 0,
-             progress: bool = True) -> dict[str, Any]:
+             include: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the evaluation and return the report dict (see :func:`write_report`)."""
     from glama_deploy.engines import create_engine
     from training.masks import load_mask_set, read_manifest
@@ -71,7 +77,7 @@ def evaluate(weights: str | Path, images: str | Path, masks: str | Path, lpips_w
     man = read_manifest(masks)
     mask_files = load_mask_set(masks)
     h, w = man["size"]
-    imgs = load_images(images, h, w, max_images)
+    imgs = load_images(images, h, w, max_images, include)
     lp = load_lpips(lpips_weights) if lpips_weights else None
     fid_net = load_fid_extractor(fid_weights) if fid_weights else None
     kind = engine_kind(weights) if engine == "auto" else engine
@@ -202,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="all: every image with every mask; cycle: mask i with image i mod n")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-images", type=int, default=0, help="use only the first N images (0 = all)")
+    ap.add_argument("--include", nargs="+", metavar="NAME",
+                    help="use only these file names from --images (e.g. a run's data.holdout list)")
     ap.add_argument("--json", action="store_true", help="print the JSON report on stdout")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
@@ -213,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rep = evaluate(args.weights, args.images, args.masks, args.lpips_weights, args.fid_weights,
                        engine=args.engine, device=args.device, threads=args.threads, pairing=args.pairing,
-                       batch=args.batch, max_images=args.max_images, progress=not (args.quiet or args.json))
+                       batch=args.batch, max_images=args.max_images, include=args.include,
+                       progress=not (args.quiet or args.json))
         js, md = write_report(rep, args.out)
     except (InputError, DataError, MaskSetError, MetricWeightsError, WeightsError, EngineError) as e:
         print(f"error: {e}", file=sys.stderr)

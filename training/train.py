@@ -303,6 +303,7 @@ class Trainer:
 
         self.step = 0
         self.elapsed_before = 0.0  # wall-clock seconds of previous segments of this run
+        self.commands: list[str] = []  # command lines of previous segments (resumes)
         if resume:
             self._load(resume)
         broadcast_state(self.G, self.d)
@@ -318,6 +319,8 @@ class Trainer:
         self.stop_reason = ""
         self.last_logs: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
+        if hasattr(self, "_resumed_logs"):
+            self.last_logs, self.last_val = self._resumed_logs
 
     # ------------------------------------------------------------------ checkpoint io
     def _checkpoint(self) -> dict[str, Any]:
@@ -333,6 +336,9 @@ class Trainer:
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
             "world_size": self.d.world,
+            "commands": self.commands + [self.command],
+            "last_logs": self.last_logs,
+            "last_val": self.last_val,
             "elapsed_s": self.elapsed_before + (time.time() - self.t_start if hasattr(self, "t_start") else 0),
         }
 
@@ -357,6 +363,8 @@ class Trainer:
                               f"({str(e).splitlines()[0]})") from None
         self.step = int(ck["step"])
         self.elapsed_before = float(ck.get("elapsed_s", 0.0))
+        self.commands = [str(c) for c in ck.get("commands", [])]
+        self._resumed_logs = (dict(ck.get("last_logs", {})), dict(ck.get("last_val", {})))
         set_rng_state(ck["rng"])
         if ck.get("world_size", 1) != self.d.world and self.d.main:
             log.warning("resuming a %s-process run with %s processes: data order differs from the "
@@ -510,7 +518,7 @@ class Trainer:
                 over_budget = tc.time_budget_min > 0 and \
                     (self.elapsed_before + time.time() - self.t_start) > tc.time_budget_min * 60
                 if self._stop_requested(interrupted["flag"] or over_budget):
-                    self.stop_reason = ("time budget of %g min reached" % tc.time_budget_min
+                    self.stop_reason = (f"time budget of {tc.time_budget_min:g} min reached"
                                         if over_budget else "stopped by signal")
                     break
         finally:
@@ -569,7 +577,7 @@ class Trainer:
             "val_psnr": {k[4:]: round(v, 3) for k, v in self.last_val.items()},
             "world_size": str(self.d.world),
             "wall_time_min": f"{wall / 60:.1f}",
-            "command": self.command,
+            "command": " ; then ".join(self.commands + [self.command]),
         }
 
     def export(self, path: Path | None = None) -> Path:

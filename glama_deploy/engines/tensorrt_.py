@@ -209,11 +209,13 @@ class _PyCuda:
     def destroy_stream(self, stream) -> None:
         pass
 
+    # synchronous copies (pycuda's async ones want page-locked host memory); the legacy default
+    # stream they use orders itself with our blocking stream
     def htod(self, dst: int, src: np.ndarray, stream) -> None:
-        self.drv.memcpy_htod_async(dst, src, stream)
+        self.drv.memcpy_htod(dst, src)
 
     def dtoh(self, dst: np.ndarray, src: int, stream) -> None:
-        self.drv.memcpy_dtoh_async(dst, src, stream)
+        self.drv.memcpy_dtoh(dst, src)
 
     def sync(self, stream) -> None:
         stream.synchronize()
@@ -236,6 +238,8 @@ def load_cuda(device: int = 0):
             problems.append(f"{cls.name}: not installed ({e.name or e})")
         except EngineError as e:
             problems.append(f"{cls.name}: {e}")
+        except Exception as e:  # noqa: BLE001 - a broken driver / library raises its own types
+            problems.append(f"{cls.name}: {type(e).__name__}: {e}")
     raise EngineError(f"no usable CUDA GPU ({'; '.join(problems)}); TensorRT needs an NVIDIA GPU and driver "
                       "and `pip install cuda-python` (or pycuda)")
 
@@ -310,8 +314,7 @@ class TensorRTEngine(BaseEngine):
 
     name = "tensorrt"
 
-    def __init__(self, plan_path: str | os.PathLike, device: int | str = 0, cuda_graph: bool = False,
-                 **_ignored):
+    def __init__(self, plan_path: str | os.PathLike, device: int | str = 0, cuda_graph: bool = False):
         self.path = Path(plan_path)
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device ptr, capacity bytes)
         self._graphs: dict[tuple, object] = {}

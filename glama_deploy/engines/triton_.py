@@ -11,6 +11,7 @@ Two kinds of model on the server (see docs/triton.md and ``python -m glama_deplo
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -48,13 +49,12 @@ class TritonEngine(BaseEngine):
         ssl = url.startswith("https://")
         url = url.split("://", 1)[-1].rstrip("/")
         self.url, self.model_name, self.model_version, self.timeout = url, model_name, model_version, timeout
+        self._ssl, self._verbose = ssl, verbose
+        self._tls = threading.local()  # tritonclient.http is gevent-based: one client per thread
+        self._clients: list = []
+        self._lock = threading.Lock()
         where = f"Triton server {url} ({protocol})"
         try:
-            if protocol == "http":
-                self.client = self.mod.InferenceServerClient(url, verbose=verbose, ssl=ssl, connection_timeout=10.0,
-                                                             network_timeout=timeout)
-            else:
-                self.client = self.mod.InferenceServerClient(url, verbose=verbose, ssl=ssl)
             live = self.client.is_server_live()
         except Exception as e:  # connection refused, DNS, wrong protocol on that port ...
             hint = ""
@@ -62,6 +62,7 @@ class TritonEngine(BaseEngine):
                 hint = " (gRPC usually listens on port 8001)"
             elif url.endswith(f":{DEFAULT_PORTS['grpc']}") and protocol == "http":
                 hint = " (HTTP usually listens on port 8000)"
+            self.close()
             raise EngineError(f"no Triton server answers at {url} ({protocol}){hint}: {_message(e)}") from None
         if not live:
             raise EngineError(f"{where}: server is not live")
@@ -78,6 +79,21 @@ class TritonEngine(BaseEngine):
                               "(is it a GLaMa model?)")
 
     # -- helpers --------------------------------------------------------------------------------
+    @property
+    def client(self):
+        """This thread's tritonclient (the HTTP client must stay on the thread that made it)."""
+        c = getattr(self._tls, "client", None)
+        if c is None:
+            if self.protocol == "http":
+                c = self.mod.InferenceServerClient(self.url, verbose=self._verbose, ssl=self._ssl,
+                                                   connection_timeout=10.0, network_timeout=self.timeout)
+            else:
+                c = self.mod.InferenceServerClient(self.url, verbose=self._verbose, ssl=self._ssl)
+            self._tls.client = c
+            with self._lock:
+                self._clients.append(c)
+        return c
+
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
@@ -147,11 +163,13 @@ class TritonEngine(BaseEngine):
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def close(self) -> None:
-        client, self.client = getattr(self, "client", None), None
-        if client is not None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        self._tls = threading.local()
+        for c in clients:
             try:
-                client.close()
-            except Exception:
+                c.close()
+            except Exception:  # a gevent client closed from another thread; the socket goes anyway
                 pass
 
     def describe(self) -> dict:

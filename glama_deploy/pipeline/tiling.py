@@ -139,6 +139,12 @@ def default_margin(tile: int, overlap: int) -> int:
     return max(tile // 8, overlap // 2, 8)
 
 
+def refine_ring(overlap: int, margin: int) -> int:
+    """Context around each core of a big hole: overlap // 2 (32 px by default), 8..margin. The
+    coarse pass already supplies the layout; the ring only has to tie a core to its surroundings."""
+    return max(8, min(margin, overlap // 2))
+
+
 def check_options(tile: int, overlap: int, margin: int | None, batch_size: int, coarse_size: int) -> int:
     """Validate tiling options (ValueError with a one-line message); returns the margin to use."""
     from ..io import InputError
@@ -272,7 +278,8 @@ def plan_tiles(hole: np.ndarray, tile: int = 512, overlap: int = 64, margin: int
     cell_region = lut[labels]
 
     tiles: list[Tile] = []
-    cmax = tile - 2 * margin
+    ring = refine_ring(overlap, margin)
+    cmax = tile - 2 * ring
     for reg in regions:
         b = reg.bbox
         if not reg.big:
@@ -287,8 +294,8 @@ def plan_tiles(hole: np.ndarray, tile: int = 512, overlap: int = 64, margin: int
                 if not _owned(cell_region, hole, reg.index, core).any():
                     continue
                 # one axis with a single core: full tile of context on it (as small regions get)
-                wy = _place(cy0, cy1, tile if len(ys) == 1 else cy1 - cy0 + 2 * margin, h)
-                wx = _place(cx0, cx1, tile if len(xs) == 1 else cx1 - cx0 + 2 * margin, w)
+                wy = _place(cy0, cy1, tile if len(ys) == 1 else cy1 - cy0 + 2 * ring, h)
+                wx = _place(cx0, cx1, tile if len(xs) == 1 else cx1 - cx0 + 2 * ring, w)
                 ramps = (ys[iy - 1][1] - cy0 if iy > 0 else 0, cy1 - ys[iy + 1][0] if iy + 1 < len(ys) else 0,
                          xs[ix - 1][1] - cx0 if ix > 0 else 0, cx1 - xs[ix + 1][0] if ix + 1 < len(xs) else 0)
                 tiles.append(Tile(reg.index, Rect(*wy, *wx), core, refine=True, ramps=ramps))
@@ -372,7 +379,7 @@ def sees_hole_content(engine) -> bool:
     result = _inspect_zero_holes(engine)
     if result is None:
         rng = np.random.default_rng(0)
-        x = rng.random((2, 3, 16, 16), dtype=np.float32)
+        x = np.repeat(rng.random((1, 3, 16, 16), dtype=np.float32), 2, axis=0)
         m = np.zeros((2, 1, 16, 16), np.float32)
         m[:, :, 4:12, 4:12] = 1
         x[1, :, 4:12, 4:12] = 1 - x[0, :, 4:12, 4:12]
@@ -419,8 +426,7 @@ def _batches(tiles: list[Tile], batch_size: int) -> Iterable[list[Tile]]:
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="tile", desc=desc, disable=not enabled or total == 0, file=sys.stderr,
-                leave=False)
+    return tqdm(total=total, unit="tile", desc=desc, disable=not enabled or total == 0, file=sys.stderr)
 
 
 def inpaint_tiled(engine, image: np.ndarray, mask: np.ndarray, *, tile: int = 512, overlap: int = 64,

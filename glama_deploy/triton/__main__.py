@@ -22,7 +22,7 @@ import sys
 from dataclasses import asdict, fields
 
 from .repo import FLAVOURS, MODES, RepoError, RepoOptions, build_repo
-from .server import ServerError, ServerEnv, TritonServer, default_env_dir, setup_env
+from .server import ServerEnv, ServerError, TritonServer, default_env_dir, setup_env
 
 
 def _add_build(sub) -> None:
@@ -96,7 +96,9 @@ def _serve(args) -> int:
     def on_term(signum, frame):
         raise KeyboardInterrupt
 
+    # explicit: a serve started in the background of a script inherits SIGINT ignored
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     try:
         server.start(timeout=args.timeout)
         print(f"ready: http {server.http_url}  grpc {server.grpc_url}  (Ctrl-C stops)", file=sys.stderr, flush=True)

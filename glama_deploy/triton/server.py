@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -115,17 +116,33 @@ class ServerEnv:
             os.replace(tmp, target)
         return target
 
-    def environ(self, base: dict | None = None) -> dict:
-        """Process environment for tritonserver and its stubs (which inherit it)."""
+    def environ(self, pythonpath: str | os.PathLike | None = None, base: dict | None = None) -> dict:
+        """Process environment for tritonserver and its stubs (which inherit it).
+
+        ``pythonpath``: where the python models import glama_deploy from (see :func:`link_package`).
+        """
         env = _clean_env(base)
         env["PATH"] = f"{self.dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (self.libdir, env.get("LD_LIBRARY_PATH")) if p)
         env["VIRTUAL_ENV"] = str(self.dir)
-        # the models import glama_deploy from this checkout (no copy inside the environment)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+        if pythonpath:
+            env["PYTHONPATH"] = str(pythonpath)
         env["PYTHONNOUSERSITE"] = "1"
-        env.setdefault("OMP_NUM_THREADS", "1")
         return env
+
+
+def link_package(folder: str | os.PathLike) -> Path:
+    """``folder/glama_deploy`` -> this glama_deploy package; put ``folder`` on the stubs' PYTHONPATH.
+
+    Only the package is exposed: when glama_deploy is installed in the main environment's
+    site-packages, putting that folder on the path would pull its numpy 2 into the server.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "glama_deploy"
+    if not link.exists():
+        link.symlink_to(PACKAGE_ROOT / "glama_deploy", target_is_directory=True)
+    return folder
 
 
 def _clean_env(base: dict | None = None) -> dict:
@@ -208,6 +225,7 @@ class TritonServer:
         self.proc: subprocess.Popen | None = None
         self.lines: collections.deque[str] = collections.deque(maxlen=400)
         self._pump: threading.Thread | None = None
+        self._pathdir: tempfile.TemporaryDirectory | None = None
 
     @property
     def _client_host(self) -> str:
@@ -239,7 +257,9 @@ class TritonServer:
         if self.proc is not None:
             raise ServerError("server already started")
         self.env.ensure_stub()
-        self.proc = subprocess.Popen(self.command(), env=self.env.environ(), stdout=subprocess.PIPE,
+        self._pathdir = tempfile.TemporaryDirectory(prefix="glama-triton-path-")
+        env = self.env.environ(link_package(self._pathdir.name))
+        self.proc = subprocess.Popen(self.command(), env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                      errors="replace", start_new_session=True)
         self._pump = threading.Thread(target=self._read_log, daemon=True, name="tritonserver-log")
@@ -304,6 +324,9 @@ class TritonServer:
                 proc.wait(10)
         if self._pump is not None:
             self._pump.join(5)
+        if self._pathdir is not None:
+            self._pathdir.cleanup()
+            self._pathdir = None
         return proc.returncode
 
     def __enter__(self) -> TritonServer:
@@ -314,4 +337,4 @@ class TritonServer:
 
 
 __all__ = ["ServerEnv", "ServerError", "TritonServer", "SERVER_PACKAGES", "default_env_dir", "free_port",
-           "setup_env"]
+           "link_package", "setup_env"]
