@@ -131,15 +131,28 @@ def _case(conn, factory, image_path: str, size, fraction: float, mode: str, opts
             run_peak = _hwm_mib() if resettable else None
             peak_all = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             for y in range(0, h, 256):  # known pixels unchanged (checked in strips: no big temporaries)
-                keep = mask[0, 0, y:y + 256] < 0.5
-                if not all(np.array_equal(out[0, c, y:y + 256][keep], image[0, c, y:y + 256][keep]) for c in range(3)):
+                keep = mask[0, 0, y : y + 256] < 0.5
+                if not all(
+                    np.array_equal(out[0, c, y : y + 256][keep], image[0, c, y : y + 256][keep])
+                    for c in range(3)
+                ):
                     raise AssertionError("known pixels changed")
             del out
-        conn.send({"ok": True, "size": f"{w}x{h}", "width": w, "height": h,
-                   "hole_fraction": round(float(mask.mean()), 4), "seconds": round(min(times), 3),
-                   "peak_rss_mib": round(peak_all, 1), "peak_rss_mb": round(peak_all * 2**20 / 1e6, 1),
-                   "run_peak_rss_mib": round(run_peak, 1) if run_peak else None,
-                   "baseline_rss_mib": round(baseline, 1), **{f"plan_{k}": v for k, v in info.items()}})
+        conn.send(
+            {
+                "ok": True,
+                "size": f"{w}x{h}",
+                "width": w,
+                "height": h,
+                "hole_fraction": round(float(mask.mean()), 4),
+                "seconds": round(min(times), 3),
+                "peak_rss_mib": round(peak_all, 1),
+                "peak_rss_mb": round(peak_all * 2**20 / 1e6, 1),
+                "run_peak_rss_mib": round(run_peak, 1) if run_peak else None,
+                "baseline_rss_mib": round(baseline, 1),
+                **{f"plan_{k}": v for k, v in info.items()},
+            }
+        )
     except BaseException as e:  # reported, not raised: the parent prints the table
         conn.send({"ok": False, "error": f"{type(e).__name__}: {e}"})
     finally:
@@ -156,10 +169,21 @@ def _parse_size(size) -> tuple[int, int] | None:
     return int(size[0]), int(size[1])
 
 
-def measure_highres(engine_factory, image_path: str | os.PathLike, sizes, hole_fraction: float = 0.05,
-                    modes=MODES, *, tile: int = 512, overlap: int = 64, coarse_size: int = 256,
-                    batch_size: int = 4, repeats: int = 1, timeout: float = 1800.0,
-                    max_full_pixels: int | None = 16_000_000) -> list[dict]:
+def measure_highres(
+    engine_factory,
+    image_path: str | os.PathLike,
+    sizes,
+    hole_fraction: float = 0.05,
+    modes=MODES,
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    coarse_size: int = 256,
+    batch_size: int = 4,
+    repeats: int = 1,
+    timeout: float = 1800.0,
+    max_full_pixels: int | None = 16_000_000,
+) -> list[dict]:
     """Time and peak memory of each mode on one photo at each size, one fresh subprocess per case.
 
     ``engine_factory``: a picklable callable returning an Engine (e.g. :class:`EngineFactory`,
@@ -179,12 +203,21 @@ def measure_highres(engine_factory, image_path: str | os.PathLike, sizes, hole_f
         group = []
         for mode in modes:
             if mode == "full" and max_full_pixels and size_t and size_t[0] * size_t[1] > max_full_pixels:
-                group.append({"image": Path(image_path).name, "mode": mode, "size": f"{size_t[1]}x{size_t[0]}",
-                              "ok": False, "error": f"skipped: above max_full_pixels={max_full_pixels}"})
+                group.append(
+                    {
+                        "image": Path(image_path).name,
+                        "mode": mode,
+                        "size": f"{size_t[1]}x{size_t[0]}",
+                        "ok": False,
+                        "error": f"skipped: above max_full_pixels={max_full_pixels}",
+                    }
+                )
                 continue
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_case, args=(child, engine_factory, str(image_path), size_t, hole_fraction,
-                                                   mode, opts, repeats))
+            proc = ctx.Process(
+                target=_case,
+                args=(child, engine_factory, str(image_path), size_t, hole_fraction, mode, opts, repeats),
+            )
             proc.start()
             child.close()
             result = None
@@ -235,16 +268,22 @@ def format_table(rows: list[dict]) -> str:
             lines.append(f"| {r['image']} | {size} | {r['mode']} | | failed: {r['error']} | | | | |")
             continue
         tiles = r.get("plan_tiles", "")
-        lines.append(f"| {r['image']} | {size} | {r['mode']} | {100 * r['hole_fraction']:.1f}% | {r['seconds']:.2f} | "
-                     f"{r.get('speedup_vs_full', '')} | {r['peak_rss_mib']:.0f} | {r['run_peak_rss_mib'] or ''} | "
-                     f"{tiles} |")
+        lines.append(
+            f"| {r['image']} | {size} | {r['mode']} | {100 * r['hole_fraction']:.1f}% | {r['seconds']:.2f} | "
+            f"{r.get('speedup_vs_full', '')} | {r['peak_rss_mib']:.0f} | {r['run_peak_rss_mib'] or ''} | "
+            f"{tiles} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
-                    help=".onnx, or .safetensors (exported to ONNX once and cached for onnxruntime)")
+    ap.add_argument(
+        "--weights",
+        type=Path,
+        default=DEFAULT_WEIGHTS,
+        help=".onnx, or .safetensors (exported to ONNX once and cached for onnxruntime)",
+    )
     ap.add_argument("--engine", choices=("onnxruntime", "torch"), default="onnxruntime")
     ap.add_argument("--images", nargs="+", type=Path, help=f"photos (default: {SHARED_HIGHRES}/*.jpg)")
     ap.add_argument("--big-size", default="7680x4320", help="large size for tiled / two-stage ('' to skip)")
@@ -270,8 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure_highres(factory, img, [None], **common)
     if args.big_size:
         modes = MODES if args.full_8k else ("tiled", "two-stage")
-        rows += measure_highres(factory, images[0], [args.big_size], modes=modes, max_full_pixels=None, **common)
-    print(f"engine {args.engine} ({weights.name}), {args.threads} threads, tile {args.tile}, overlap {args.overlap}")
+        rows += measure_highres(
+            factory, images[0], [args.big_size], modes=modes, max_full_pixels=None, **common
+        )
+    print(f"engine {args.engine} ({weights.name}), {args.threads} threads, tile {args.tile}, "
+          f"overlap {args.overlap}, best of {args.repeats}")
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

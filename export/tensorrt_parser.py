@@ -70,15 +70,26 @@ def check_with_parser(onnx_path: str | Path, *, backend: str | None = None, buil
     path = Path(onnx_path)
     if not path.is_file():
         raise CheckError(f"{path}: ONNX model not found")
+    gpu = cuda_device_name(0)
+    # TensorRT proper cannot even create a builder without a GPU: there, prefer TensorRT-RTX
+    order = ("tensorrt", "tensorrt_rtx") if gpu else ("tensorrt_rtx", "tensorrt")
     try:
-        trt, name = import_tensorrt(backend)
+        trt, name = import_tensorrt(backend, allow=order)
     except EngineError as e:
         raise CheckError(f"no TensorRT ONNX parser to check with: {e} (tensorrt-rtx runs without a GPU)") from None
     profile = profile or make_profile()
     data = path.read_bytes()
     logger = get_logger(trt)
     logger.clear()
-    builder = trt.Builder(logger)
+    try:
+        builder = trt.Builder(logger)
+    except Exception as e:  # noqa: BLE001 - TensorRT raises plain RuntimeError/TypeError here
+        builder, why = None, f"{type(e).__name__}: {e}"
+    else:
+        why = "; ".join(logger.errors[-2:])
+    if builder is None:
+        raise CheckError(f"{name} {trt.__version__} cannot create a builder ({why or 'no message'}); TensorRT "
+                         "needs a CUDA GPU even to parse: pip install tensorrt-rtx for a check without one")
     report: dict = {"backend": name, "version": trt.__version__, "model": str(path)}
 
     # 1. which nodes the parser supports (this also fills the network it was given)
@@ -120,7 +131,7 @@ def check_with_parser(onnx_path: str | Path, *, backend: str | None = None, buil
     if not build:
         report["build"] = {"ran": False, "reason": "build=False"}
         return report
-    if name == "tensorrt" and cuda_device_name(0) is None:
+    if name == "tensorrt" and gpu is None:
         report["build"] = {"ran": False, "reason": "TensorRT needs a CUDA GPU to build; none found"}
         return report
     config = builder.create_builder_config()
@@ -137,5 +148,5 @@ def check_with_parser(onnx_path: str | Path, *, backend: str | None = None, buil
         raise CheckError(f"{path}: {name} {trt.__version__} builder failed with profile {profile}: "
                          + ("; ".join(logger.errors[-3:]) or "no message"))
     report["build"] = {"ran": True, "profile": profile.to_dict(), "plan_bytes": serialized.nbytes,
-                       "seconds": round(seconds, 2), "gpu": cuda_device_name(0)}
+                       "seconds": round(seconds, 2), "gpu": gpu}
     return report

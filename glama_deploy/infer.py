@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--overlap", type=int, default=64, help="tile overlap (feathered)")
     ap.add_argument("--coarse-size", type=int, default=256, help="two-stage: short side of the coarse pass")
     ap.add_argument("--refine-weights", type=Path, help="two-stage: refine model (default: --weights)")
-    ap.add_argument("--url", default="localhost:8000", help="triton: server address")
+    ap.add_argument("--url", help="triton: server address (default localhost:8000 http, :8001 grpc)")
     ap.add_argument("--protocol", choices=("http", "grpc"), default="http", help="triton protocol")
     ap.add_argument("--model-name", default="glama_onnx", help="triton: model to call")
     ap.add_argument("--suffix", help="folder mode: add this to output names (e.g. _inpainted)")
@@ -147,7 +147,7 @@ def make_engine(args: argparse.Namespace, weights: Path):
     if kind == "torch" and weights.suffix in (".onnx", ".plan", ".engine"):
         raise InputError(f"{weights}: the torch engine needs .safetensors or .ckpt weights")
     if kind == "tensorrt":
-        return create_engine("tensorrt", str(weights))
+        return create_engine("tensorrt", str(weights), device=args.device)
     return create_engine(kind, str(weights), device=args.device, threads=args.threads)
 
 

@@ -66,8 +66,9 @@ def test_quick_json_has_every_engine_size_and_batch(quick_report):
 def test_quick_flops_are_counted_not_guessed(quick_report):
     _, rep, _ = quick_report
     f128, f256 = rep["flops"]["128"], rep["flops"]["256"]
-    # convolutions scale exactly with the pixel count; the DFT matmuls grow faster (O(HW(H+W)))
-    assert f256["fft"]["total"] == 4 * f128["fft"]["total"] > 0
+    # convolutions scale with the pixel count, except the spectral 1x1 convs on the half spectrum
+    # (W/2+1 columns: 65 at 128, 129 at 256), so slightly under 4x; DFT matmuls grow as HW(H+W)
+    assert 0.99 * 4 * f128["fft"]["total"] < f256["fft"]["total"] < 4 * f128["fft"]["total"]
     assert set(f128["fft"]["by_op"]) == {"convolution"}
     extra128 = f128["matmul"]["total"] - f128["fft"]["total"]
     extra256 = f256["matmul"]["total"] - f256["fft"]["total"]

@@ -73,7 +73,9 @@ class FlatEngine(BaseEngine):
 
     def _run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         known = 1 - mask
-        mean = (image * known).sum(axis=(2, 3), keepdims=True) / np.maximum(known.sum(axis=(2, 3), keepdims=True), 1)
+        mean = (image * known).sum(axis=(2, 3), keepdims=True) / np.maximum(
+            known.sum(axis=(2, 3), keepdims=True), 1
+        )
         return np.broadcast_to(mean, image.shape).copy()
 
 
@@ -157,7 +159,9 @@ def test_tiled_equals_full_frame_where_the_receptive_field_fits(local_engine):
     assert 40 < radius < 120, radius
     margin = radius + 8 + 6
     image = photo(263, 397)
-    mask = hole_mask((263, 397), (120, 150, 180, 210), (240, 263, 370, 397), (0, 10, 20, 40), (200, 201, 60, 61))
+    mask = hole_mask(
+        (263, 397), (120, 150, 180, 210), (240, 263, 370, 397), (0, 10, 20, 40), (200, 201, 60, 61)
+    )
     plan = plan_tiles(mask[0, 0] > 0.5, 256, 32, margin)
     assert plan.info["regions"] == 4 and plan.info["big_regions"] == 0, plan.info
     assert all(t.window.y0 % 8 == 0 and t.window.x0 % 8 == 0 for t in plan.tiles)
@@ -254,14 +258,19 @@ def seam_scores(out: np.ndarray, mask: np.ndarray, plan) -> list[tuple[float, fl
         lines = set()
         for t in plan.tiles:
             b = plan.regions[t.region].bbox
-            lo, hi, blo, bhi = ((t.core.y0, t.core.y1, b.y0, b.y1) if axis == 0 else
-                                (t.core.x0, t.core.x1, b.x0, b.x1))
+            lo, hi, blo, bhi = (
+                (t.core.y0, t.core.y1, b.y0, b.y1) if axis == 0 else (t.core.x0, t.core.x1, b.x0, b.x1)
+            )
             lines |= ({lo - 1} if lo > blo else set()) | ({hi - 1} if hi < bhi else set())
         e = energy_per_line(out, hole, axis)
         border = sorted(lines)
         other = np.delete(e, border)
-        scores.append((float(np.nanmax(e[border]) / np.nanpercentile(other, 99)),
-                       float(np.nanmean(e[border]) / np.nanmean(other))))
+        scores.append(
+            (
+                float(np.nanmax(e[border]) / np.nanpercentile(other, 99)),
+                float(np.nanmean(e[border]) / np.nanmean(other)),
+            )
+        )
     return scores
 
 
@@ -305,6 +314,43 @@ def test_distant_holes_get_their_own_tiles_and_near_holes_share_one():
         assert t.window.y0 % 8 == 0 and t.window.x0 % 8 == 0 and t.window.contains(t.core)
 
 
+class ConstEngine(BaseEngine):
+    """Predicts 2.0 everywhere (outside [0, 1]): any hole pixel not written by a tile shows."""
+
+    name = "const"
+    zero_holes = True
+
+    def _run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.full_like(image, 2.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_hole_pixel_is_written_for_random_masks(seed):
+    """Random sizes (odd, narrower than a tile, tiny) and masks (speckles, strokes, blobs, border
+    bands): every hole pixel gets the prediction, every known pixel keeps its value."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(9, 700)), int(rng.integers(9, 700))
+    mask = np.zeros((h, w), np.uint8)
+    for _ in range(int(rng.integers(1, 30))):
+        kind = rng.integers(4)
+        y, x = int(rng.integers(h)), int(rng.integers(w))
+        if kind == 0:
+            mask[y, x] = 1
+        elif kind == 1:
+            cv2.line(mask, (x, y), (int(rng.integers(w)), int(rng.integers(h))), 1, int(rng.integers(1, 30)))
+        elif kind == 2:
+            cv2.circle(mask, (x, y), int(rng.integers(1, 200)), 1, -1)
+        else:
+            mask[:, : int(rng.integers(1, 20))] = 1
+    image = rng.random((1, 3, h, w), dtype=np.float32)
+    m = mask[None, None].astype(np.float32)
+    for mode in ("tiled", "two-stage"):
+        out = run(ConstEngine(), image, m, mode, tile=128, overlap=16, coarse_size=32)
+        hole = np.broadcast_to(m > 0.5, out.shape)
+        assert np.allclose(out[hole], 2.0, atol=1e-5), mode
+        assert known_equal(out, image, m)
+
+
 def test_memory_is_bounded_by_the_tile_batch():
     """A 2000x1200 image with a hole over most of it: no engine call sees more than batch x tile."""
     image = np.full((1, 3, 1200, 2000), 0.5, np.float32)
@@ -313,7 +359,7 @@ def test_memory_is_bounded_by_the_tile_batch():
     engine = Recorder(FlatEngine())
     out = run(engine, image, mask, "tiled", tile=256, overlap=32, batch_size=3)
     assert len(engine.calls) > 10
-    for x, m in engine.calls:
+    for x, _ in engine.calls:
         assert x.shape[0] <= 3 and x.shape[2] <= 256 + 7 and x.shape[3] <= 256 + 7
     assert known_equal(out, image, mask)
 
@@ -341,17 +387,27 @@ def test_coarse_fill_sampling_matches_bilinear_resize_in_any_window():
     fill = CoarseFill(Rect(0, 301, 0, 517), small)
     ref = np.stack([cv2.resize(c, (517, 301), interpolation=cv2.INTER_LINEAR) for c in small])
     for win in (Rect(0, 301, 0, 517), Rect(13, 140, 250, 517), Rect(290, 301, 0, 9)):
-        assert np.abs(fill.sample(win) - ref[(slice(None), *win.slices())]).max() <= 1e-3  # cv2: 5-bit weights
+        assert (
+            np.abs(fill.sample(win) - ref[(slice(None), *win.slices())]).max() <= 1e-3
+        )  # cv2: 5-bit weights
 
 
 def test_bad_options_are_one_line_input_errors():
     image, mask = photo(64, 64), hole_mask((64, 64), (10, 20, 10, 20))
-    for kw in ({"tile": 32}, {"overlap": 200}, {"tile": 128, "margin": 60}, {"batch_size": 0},
-               {"coarse_size": 4}):
+    for kw in (
+        {"tile": 32},
+        {"overlap": -1},
+        {"tile": 128, "margin": 60},
+        {"batch_size": 0},
+        {"coarse_size": 4},
+        {"tile": 100.5},
+    ):
         with pytest.raises(InputError):
             run(TeleaEngine(), image, mask, "tiled", **kw)
     with pytest.raises(ValueError, match="unknown mode"):
         run(TeleaEngine(), image, mask, "tiles")
+    # an overlap too large for the tile is reduced (the CLI default 64 with --tile 192), not refused
+    assert known_equal(run(TeleaEngine(), image, mask, "tiled", tile=64, overlap=64), image, mask)
 
 
 def test_progress_bar_counts_tiles(capsys):
@@ -384,8 +440,10 @@ def test_two_stage_coarse_at_coarse_size_then_refine_sees_the_upsampled_fill(tin
     assert np.abs(seen[0][:, hole] - up[:, hole]).max() <= 2e-3
     assert np.array_equal(seen[0][:, ~hole], image[0][:, ~hole])
     assert known_equal(out, image, mask)
-    assert np.array_equal(out[np.broadcast_to(mask > 0.5, out.shape)],
-                          refine.engine(seen, seen_mask)[np.broadcast_to(mask > 0.5, out.shape)])
+    assert np.array_equal(
+        out[np.broadcast_to(mask > 0.5, out.shape)],
+        refine.engine(seen, seen_mask)[np.broadcast_to(mask > 0.5, out.shape)],
+    )
 
 
 def test_two_stage_refine_is_tiled_on_large_images_and_one_model_serves_both():
@@ -399,13 +457,18 @@ def test_two_stage_refine_is_tiled_on_large_images_and_one_model_serves_both():
     assert min(x0.shape[2:]) == 64
     assert tiles and all(x.shape[2] <= 199 and x.shape[3] <= 199 for x, _ in tiles)
     plan = plan_tiles(mask[0, 0] > 0.5, 192, 32, 32)
-    x, m = tiles[0][0][0], tiles[0][1][0, 0]
+    m = tiles[0][1][0, 0]
     t = plan.tiles[0]
     hole_in_win = mask[0, 0][t.window.slices()] > 0.5
     assert m.sum() < hole_in_win.sum()  # part of the hole is shown (coarse fill), not masked
-    assert m[t.core.y0 - t.window.y0:t.core.y1 - t.window.y0, t.core.x0 - t.window.x0:t.core.x1 - t.window.x0][
-        hole_in_win[t.core.y0 - t.window.y0:t.core.y1 - t.window.y0,
-                    t.core.x0 - t.window.x0:t.core.x1 - t.window.x0]].all()
+    assert m[
+        t.core.y0 - t.window.y0 : t.core.y1 - t.window.y0, t.core.x0 - t.window.x0 : t.core.x1 - t.window.x0
+    ][
+        hole_in_win[
+            t.core.y0 - t.window.y0 : t.core.y1 - t.window.y0,
+            t.core.x0 - t.window.x0 : t.core.x1 - t.window.x0,
+        ]
+    ].all()
     assert known_equal(out, image, mask)
 
 

@@ -64,14 +64,21 @@ def _photos(h: int, w: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
-def _lively(model, seed: int = 0):
-    """He-scaled conv weights and logits of std ~1.5, calibrated on a photo."""
+def _lively(model):
+    """Random weights with a trained network's activation sizes: PyTorch's default conv init shrinks
+    activations (the output is ~0.5 everywhere). Convs outside the residual blocks get He scale
+    (x sqrt(6)), those inside x1.5, so the residual stream grows to a few hundred through
+    lama-fourier's 18 blocks (He scale there too grows it past fp16's range, to ~4e6); then the last
+    conv is set so the logits have std ~1.5 on a photo."""
     import torch
 
+    from glama_deploy.model.ffc import FFCResnetBlock
+
+    in_blocks = {id(m) for b in model.modules() if isinstance(b, FFCResnetBlock) for m in b.modules()}
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                m.weight.mul_(math.sqrt(6.0))
+                m.weight.mul_(1.5 if id(m) in in_blocks else math.sqrt(6.0))
         final = model.model[-2]
         _, img, mask = _photos(256, 256)[0]
         seen = {}

@@ -421,4 +421,4 @@ def test_serve_cli_starts_and_stops_on_ctrl_c(server_env, test_repo):
             proc.wait()
     r = subprocess.run(cmd[:4] + ["--repo", str(test_repo.parent / "nothing-here"), "--env", str(server_env.dir)],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "not a model repository" in r.stderr
+    assert r.returncode == 2 and "not a model repository" in r.stderr

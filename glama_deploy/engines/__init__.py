@@ -22,7 +22,7 @@ def create_engine(kind: str, weights: str | None = None, device: str = "cpu", th
     if kind == "tensorrt":
         from .tensorrt_ import TensorRTEngine
 
-        return TensorRTEngine(weights, **kwargs)
+        return TensorRTEngine(weights, device=0 if device in ("cpu", "cuda") else device, **kwargs)
     if kind == "triton":
         from .triton_ import TritonEngine
 

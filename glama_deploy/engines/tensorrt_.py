@@ -40,8 +40,10 @@ def import_tensorrt(prefer: str | None = None, allow: tuple[str, ...] = TRT_MODU
     for name in names:
         try:
             return importlib.import_module(name), name
-        except ImportError as e:  # also raised when a package's native libraries are missing
+        except ImportError as e:
             problems.append(f"{name}: {e}")
+        except Exception as e:  # noqa: BLE001 - a broken install (missing native libraries, no driver)
+            problems.append(f"{name}: {type(e).__name__}: {e}")
     wanted = " or ".join(f"pip install {PIP_NAMES.get(n, n)}" for n in names)
     raise EngineError(f"TensorRT is not available ({'; '.join(problems)}); {wanted}")
 

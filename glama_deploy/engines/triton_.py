@@ -6,18 +6,17 @@ Two kinds of model on the server (see docs/triton.md and ``python -m glama_deplo
   engine, so ``pipeline.run`` tiles / two-stage work client-side on top of it;
 - ``glama_pipeline``: whole images go to the server (one request per image), which pads, runs the
   pipeline and composites; :meth:`TritonEngine.run` passes mode/tile/overlap/coarse_size along.
+One engine may be shared by threads: it keeps one tritonclient per thread (the HTTP client is
+gevent-based and must stay on the thread that made it).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 
 import numpy as np
 
 from .base import BaseEngine, EngineError, check_inputs
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 
@@ -147,7 +146,8 @@ class TritonEngine(BaseEngine):
         if not self.is_pipeline:
             from ..pipeline import run as run_pipeline
 
-            extra = {k: v for k, v in (("tile", tile), ("overlap", overlap), ("coarse_size", coarse_size)) if v}
+            extra = {k: v for k, v in (("tile", tile), ("overlap", overlap), ("coarse_size", coarse_size))
+                     if v is not None}
             return run_pipeline(self, image, mask, mode or "full", **extra)
         image, mask = check_inputs(image, mask)
         params = {k: v for k, v in (("mode", mode), ("tile", tile), ("overlap", overlap),

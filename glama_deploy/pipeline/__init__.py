@@ -14,9 +14,20 @@ import numpy as np
 MODES = ("full", "tiled", "two-stage")
 
 
-def run(engine, image: np.ndarray, mask: np.ndarray, mode: str = "full", *, tile: int = 512,
-        overlap: int = 64, coarse_size: int = 256, refine_engine=None, progress: bool = False,
-        margin: int | None = None, batch_size: int = 4) -> np.ndarray:
+def run(
+    engine,
+    image: np.ndarray,
+    mask: np.ndarray,
+    mode: str = "full",
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    coarse_size: int = 256,
+    refine_engine=None,
+    progress: bool = False,
+    margin: int | None = None,
+    batch_size: int = 4,
+) -> np.ndarray:
     """Inpaint NCHW ``image`` / ``mask`` with ``engine`` in the given mode; returns NCHW float32.
 
     ``tile``/``overlap``/``margin``: tile side, blend width between tiles of one big hole, context
@@ -26,8 +37,15 @@ def run(engine, image: np.ndarray, mask: np.ndarray, mode: str = "full", *, tile
     """
     if mode == "full":
         return engine(image, mask)
-    opts = dict(tile=tile, overlap=overlap, margin=margin, coarse_size=coarse_size, refine_engine=refine_engine,
-                batch_size=batch_size, progress=progress)
+    opts = dict(
+        tile=tile,
+        overlap=overlap,
+        margin=margin,
+        coarse_size=coarse_size,
+        refine_engine=refine_engine,
+        batch_size=batch_size,
+        progress=progress,
+    )
     if mode == "tiled":
         from .tiling import for_each_image, inpaint_tiled
 

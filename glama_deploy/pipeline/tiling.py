@@ -15,8 +15,9 @@ How an image is cut (all positions are deterministic functions of the mask and t
    + context of a quarter of its size) is first run once at reduced resolution, scaled so the hole's
    long side is ``coarse_size`` (256: the training scale), and that coarse prediction, upsampled
    bilinearly, becomes the *fill*. Then a grid of **cores** covers the hole bbox, consecutive cores
-   overlapping by ``overlap``; each core is run as a tile of core + ``margin`` of context on
-   every side. What the refining engine sees depends on the model:
+   overlapping by ``overlap``; each core is run as a tile of core + a ring of ``overlap // 2``
+   px (8..margin) of context on every side, at most ``tile`` px (an axis the region fits on gets
+   the full tile). What the refining engine sees depends on the model:
 
    * a refine model (``zero_holes=False``, GLaMa's second stage) gets the coarse-filled image and
      the full hole mask, as it was trained;
@@ -131,7 +132,7 @@ def _owned(cell_region: np.ndarray, hole: np.ndarray, region: int, win: Rect) ->
     cells = cell_region[cy0:cy1, cx0:cx1] == region
     own = np.repeat(np.repeat(cells, CELL, axis=0), CELL, axis=1)
     oy, ox = win.y0 - cy0 * CELL, win.x0 - cx0 * CELL
-    return own[oy:oy + win.h, ox:ox + win.w] & hole[win.slices()]
+    return own[oy : oy + win.h, ox : ox + win.w] & hole[win.slices()]
 
 
 def default_margin(tile: int, overlap: int) -> int:
@@ -145,23 +146,31 @@ def refine_ring(overlap: int, margin: int) -> int:
     return max(8, min(margin, overlap // 2))
 
 
-def check_options(tile: int, overlap: int, margin: int | None, batch_size: int, coarse_size: int) -> int:
-    """Validate tiling options (ValueError with a one-line message); returns the margin to use."""
+def check_options(
+    tile: int, overlap: int, margin: int | None, batch_size: int, coarse_size: int
+) -> tuple[int, int]:
+    """Validate tiling options (InputError, a ValueError with a one-line message); returns the
+    (overlap, margin) to use: an overlap above tile/4 is reduced to tile/4 with a warning."""
     from ..io import InputError
 
     if int(tile) != tile or tile < 64:
         raise InputError(f"tile must be an integer >= 64, got {tile}")
-    if int(overlap) != overlap or overlap < 0 or overlap > tile // 4:
-        raise InputError(f"overlap must be between 0 and tile/4 = {tile // 4}, got {overlap}")
+    if int(overlap) != overlap or overlap < 0:
+        raise InputError(f"overlap must be an integer >= 0, got {overlap}")
+    if overlap > tile // 4:
+        log.warning("overlap %d reduced to tile/4 = %d for %d px tiles", overlap, tile // 4, tile)
+        overlap = tile // 4
     margin = default_margin(tile, overlap) if margin is None else margin
     if int(margin) != margin or margin < 0 or 2 * margin + overlap + 16 > tile:
-        raise InputError(f"margin must be >= 0 and leave room in the tile (2*margin + overlap + 16 <= "
-                         f"{tile}), got {margin}")
+        raise InputError(
+            f"margin must be >= 0 and leave room in the tile (2*margin + overlap + 16 <= "
+            f"{tile}), got {margin}"
+        )
     if int(batch_size) != batch_size or batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if int(coarse_size) != coarse_size or coarse_size < 16:
         raise InputError(f"coarse_size must be an integer >= 16, got {coarse_size}")
-    return int(margin)
+    return int(overlap), int(margin)
 
 
 # --------------------------------------------------------------------------------------- planning
@@ -172,7 +181,9 @@ def _cell_grid(hole: np.ndarray) -> np.ndarray:
     grid = np.zeros((gh, gw), np.uint8)
     hb, wb = h // CELL * CELL, w // CELL * CELL
     if hb and wb:
-        grid[:hb // CELL, :wb // CELL] = hole[:hb, :wb].reshape(hb // CELL, CELL, wb // CELL, CELL).any(axis=(1, 3))
+        grid[: hb // CELL, : wb // CELL] = (
+            hole[:hb, :wb].reshape(hb // CELL, CELL, wb // CELL, CELL).any(axis=(1, 3))
+        )
     if hb < h:  # last partial row of cells
         grid[-1, :] |= np.add.reduceat(hole[hb:, :].any(axis=0), np.arange(0, w, CELL)) > 0
     if wb < w:
@@ -199,7 +210,9 @@ def _split(b0: int, b1: int, cmax: int, overlap: int) -> list[tuple[int, int]]:
         return [(b0, b1)]
     n = math.ceil((length - overlap) / (cmax - overlap))
     c = min(cmax, math.ceil((length + (n - 1) * overlap) / n))
-    return [(b0 + round(i * (length - c) / (n - 1)), b0 + round(i * (length - c) / (n - 1)) + c) for i in range(n)]
+    return [
+        (b0 + round(i * (length - c) / (n - 1)), b0 + round(i * (length - c) / (n - 1)) + c) for i in range(n)
+    ]
 
 
 def _tight_bbox(hole: np.ndarray, cells: np.ndarray, cy: slice, cx: slice) -> Rect:
@@ -207,7 +220,7 @@ def _tight_bbox(hole: np.ndarray, cells: np.ndarray, cy: slice, cx: slice) -> Re
     h, w = hole.shape
     y0, x0 = cy.start * CELL, cx.start * CELL
     y1, x1 = min(cy.stop * CELL, h), min(cx.stop * CELL, w)
-    own = np.repeat(np.repeat(cells, CELL, axis=0), CELL, axis=1)[:y1 - y0, :x1 - x0] & hole[y0:y1, x0:x1]
+    own = np.repeat(np.repeat(cells, CELL, axis=0), CELL, axis=1)[: y1 - y0, : x1 - x0] & hole[y0:y1, x0:x1]
     rows, cols = np.flatnonzero(own.any(axis=1)), np.flatnonzero(own.any(axis=0))
     return Rect(int(y0 + rows[0]), int(y0 + rows[-1] + 1), int(x0 + cols[0]), int(x0 + cols[-1] + 1))
 
@@ -296,11 +309,19 @@ def plan_tiles(hole: np.ndarray, tile: int = 512, overlap: int = 64, margin: int
                 # one axis with a single core: full tile of context on it (as small regions get)
                 wy = _place(cy0, cy1, tile if len(ys) == 1 else cy1 - cy0 + 2 * ring, h)
                 wx = _place(cx0, cx1, tile if len(xs) == 1 else cx1 - cx0 + 2 * ring, w)
-                ramps = (ys[iy - 1][1] - cy0 if iy > 0 else 0, cy1 - ys[iy + 1][0] if iy + 1 < len(ys) else 0,
-                         xs[ix - 1][1] - cx0 if ix > 0 else 0, cx1 - xs[ix + 1][0] if ix + 1 < len(xs) else 0)
+                ramps = (
+                    ys[iy - 1][1] - cy0 if iy > 0 else 0,
+                    cy1 - ys[iy + 1][0] if iy + 1 < len(ys) else 0,
+                    xs[ix - 1][1] - cx0 if ix > 0 else 0,
+                    cx1 - xs[ix + 1][0] if ix + 1 < len(xs) else 0,
+                )
                 tiles.append(Tile(reg.index, Rect(*wy, *wx), core, refine=True, ramps=ramps))
-    info = {"regions": len(regions), "big_regions": sum(r.big for r in regions), "tiles": len(tiles),
-            "tile_pixels": int(sum(t.window.area for t in tiles))}
+    info = {
+        "regions": len(regions),
+        "big_regions": sum(r.big for r in regions),
+        "tiles": len(tiles),
+        "tile_pixels": int(sum(t.window.area for t in tiles)),
+    }
     return Plan((h, w), regions, tiles, cell_region, tile, overlap, margin, info)
 
 
@@ -313,10 +334,10 @@ def ramp_weights(tile: Tile) -> np.ndarray:
         wgt = np.ones(n, np.float32)
         if lo:
             d = np.arange(min(lo, n), dtype=np.float64)
-            wgt[:len(d)] *= (0.5 - 0.5 * np.cos(np.pi * (d + 0.5) / lo)).astype(np.float32)
+            wgt[: len(d)] *= (0.5 - 0.5 * np.cos(np.pi * (d + 0.5) / lo)).astype(np.float32)
         if hi:
             d = np.arange(min(hi, n), dtype=np.float64)[::-1]
-            wgt[n - len(d):] *= (0.5 - 0.5 * np.cos(np.pi * (d + 0.5) / hi)).astype(np.float32)
+            wgt[n - len(d) :] *= (0.5 - 0.5 * np.cos(np.pi * (d + 0.5) / hi)).astype(np.float32)
         return wgt
 
     return axis(tile.core.h, top, bottom)[:, None] * axis(tile.core.w, left, right)[None, :]
@@ -340,7 +361,9 @@ class CoarseFill:
         return (rows[:, :, x0] * (1 - fx) + rows[:, :, x1] * fx).astype(np.float32, copy=False)
 
 
-def _lerp_axis(a: int, b: int, origin: int, full: int, small: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _lerp_axis(
+    a: int, b: int, origin: int, full: int, small: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights sampling pixels [a, b) of a ``full``-px axis starting at
     ``origin`` from its ``small``-px version."""
     pos = (np.arange(a, b, dtype=np.float64) - origin + 0.5) * (small / full) - 0.5
@@ -349,7 +372,9 @@ def _lerp_axis(a: int, b: int, origin: int, full: int, small: int) -> tuple[np.n
     return i0, np.minimum(i0 + 1, small - 1), (pos - i0).astype(np.float32)
 
 
-def downscale(image: np.ndarray, mask: np.ndarray, rect: Rect, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def downscale(
+    image: np.ndarray, mask: np.ndarray, rect: Rect, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Area-downscale image (3,H,W) and mask (H,W) over ``rect`` to ``size`` = (h, w). A low-res
     pixel touching any hole is a hole, so low-res known pixels hold known content only."""
     hs, ws = size
@@ -420,7 +445,7 @@ def _batches(tiles: list[Tile], batch_size: int) -> Iterable[list[Tile]]:
         groups.setdefault((t.window.h, t.window.w, t.refine), []).append(t)
     for group in groups.values():
         for i in range(0, len(group), batch_size):
-            yield group[i:i + batch_size]
+            yield group[i : i + batch_size]
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -429,10 +454,23 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, unit="tile", desc=desc, disable=not enabled or total == 0, file=sys.stderr)
 
 
-def inpaint_tiled(engine, image: np.ndarray, mask: np.ndarray, *, tile: int = 512, overlap: int = 64,
-                  margin: int | None = None, coarse_size: int = 256, refine_engine=None, batch_size: int = 4,
-                  progress: bool = False, fill: CoarseFill | None = None, out: np.ndarray | None = None,
-                  plan: Plan | None = None, desc: str = "tiles") -> np.ndarray:
+def inpaint_tiled(
+    engine,
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    margin: int | None = None,
+    coarse_size: int = 256,
+    refine_engine=None,
+    batch_size: int = 4,
+    progress: bool = False,
+    fill: CoarseFill | None = None,
+    out: np.ndarray | None = None,
+    plan: Plan | None = None,
+    desc: str = "tiles",
+) -> np.ndarray:
     """Tiled inpainting of one image: ``image`` (3,H,W) float32, ``mask`` (H,W); returns (3,H,W).
 
     ``fill`` (two-stage): a coarse prediction of the whole image; every tile then runs on
@@ -440,7 +478,7 @@ def inpaint_tiled(engine, image: np.ndarray, mask: np.ndarray, *, tile: int = 51
     their own coarse pass on ``engine`` and refine on ``refine_engine or engine``.
     ``out``: array to write into (default: a copy of ``image``).
     """
-    margin = check_options(tile, overlap, margin, batch_size, coarse_size)
+    overlap, margin = check_options(tile, overlap, margin, batch_size, coarse_size)
     hole = mask > 0.5
     if out is None:
         out = np.array(image, dtype=np.float32, copy=True)
@@ -483,7 +521,7 @@ def inpaint_tiled(engine, image: np.ndarray, mask: np.ndarray, *, tile: int = 51
                     own = plan.owned(hole, t.region, win)
                     cy, cx = t.core.y0 - win.y0, t.core.x0 - win.x0
                     in_core = np.zeros_like(m)
-                    in_core[cy:cy + t.core.h, cx:cx + t.core.w] = True
+                    in_core[cy : cy + t.core.h, cx : cx + t.core.w] = True
                     m &= ~(own & ~in_core)
             xs.append(x)
             ms.append(m)
@@ -492,14 +530,14 @@ def inpaint_tiled(engine, image: np.ndarray, mask: np.ndarray, *, tile: int = 51
         for t, yt in zip(batch, y, strict=True):
             win, core = t.window, t.core
             cy, cx = core.y0 - win.y0, core.x0 - win.x0
-            pc = yt[:, cy:cy + core.h, cx:cx + core.w]
+            pc = yt[:, cy : cy + core.h, cx : cx + core.w]
             own = plan.owned(hole, t.region, core)
             dst = out[(slice(None), *core.slices())]
             if t.refine:
                 wgt = ramp_weights(t) * own
                 dst += pc * wgt
                 b = regions[t.region].bbox
-                wsums[t.region][core.y0 - b.y0:core.y1 - b.y0, core.x0 - b.x0:core.x1 - b.x0] += wgt
+                wsums[t.region][core.y0 - b.y0 : core.y1 - b.y0, core.x0 - b.x0 : core.x1 - b.x0] += wgt
             else:
                 dst[:, own] = pc[:, own]
         bar.update(len(batch))
@@ -516,8 +554,9 @@ def inpaint_tiled(engine, image: np.ndarray, mask: np.ndarray, *, tile: int = 51
     return out
 
 
-def _region_coarse(engine, image: np.ndarray, mask: np.ndarray, b: Rect, plan: Plan,
-                   coarse_size: int) -> CoarseFill:
+def _region_coarse(
+    engine, image: np.ndarray, mask: np.ndarray, b: Rect, plan: Plan, coarse_size: int
+) -> CoarseFill:
     """Run a big region once at reduced resolution: hole bbox + context (a quarter of the hole's
     long side, at least the margin), scaled so the hole's long side is ``coarse_size`` and the
     whole crop fits into one tile."""
@@ -530,13 +569,20 @@ def _region_coarse(engine, image: np.ndarray, mask: np.ndarray, b: Rect, plan: P
     return CoarseFill(rect, engine(img, m)[0])
 
 
-def for_each_image(fn: Callable[..., np.ndarray], engine, image: np.ndarray, mask: np.ndarray, **kw) -> np.ndarray:
+def for_each_image(
+    fn: Callable[..., np.ndarray], engine, image: np.ndarray, mask: np.ndarray, **kw
+) -> np.ndarray:
     """Apply a per-image (3,H,W)/(H,W) function over an NCHW batch; output NCHW float32."""
     image = np.asarray(image)
     mask = np.asarray(mask)
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be (N,3,H,W), got {image.shape}")
-    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != image.shape[0] or mask.shape[2:] != image.shape[2:]:
+    if (
+        mask.ndim != 4
+        or mask.shape[1] != 1
+        or mask.shape[0] != image.shape[0]
+        or mask.shape[2:] != image.shape[2:]
+    ):
         raise ValueError(f"mask must be (N,1,H,W) matching image {image.shape}, got {mask.shape}")
     out = np.array(image, dtype=np.float32, copy=True)
     for i in range(image.shape[0]):

@@ -33,20 +33,43 @@ def coarse_pass(engine, image: np.ndarray, mask: np.ndarray, coarse_size: int = 
     return CoarseFill(full, engine(img, m)[0])
 
 
-def inpaint_two_stage(engine, image: np.ndarray, mask: np.ndarray, *, refine_engine=None, coarse_size: int = 256,
-                      tile: int = 512, overlap: int = 64, margin: int | None = None, batch_size: int = 4,
-                      progress: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+def inpaint_two_stage(
+    engine,
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    refine_engine=None,
+    coarse_size: int = 256,
+    tile: int = 512,
+    overlap: int = 64,
+    margin: int | None = None,
+    batch_size: int = 4,
+    progress: bool = False,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Two-stage inpainting of one image: ``image`` (3,H,W) float32, ``mask`` (H,W) -> (3,H,W)."""
-    margin = check_options(tile, overlap, margin, batch_size, coarse_size)
+    overlap, margin = check_options(tile, overlap, margin, batch_size, coarse_size)
     if out is None:
         out = np.array(image, dtype=np.float32, copy=True)
     if not (mask > 0.5).any():
         return out
     fill = coarse_pass(engine, image, mask, coarse_size)
     refiner = refine_engine or engine
-    return inpaint_tiled(refiner, image, mask, tile=tile, overlap=overlap, margin=margin, coarse_size=coarse_size,
-                         refine_engine=refiner, batch_size=batch_size, progress=progress, fill=fill, out=out,
-                         desc="refine")
+    return inpaint_tiled(
+        refiner,
+        image,
+        mask,
+        tile=tile,
+        overlap=overlap,
+        margin=margin,
+        coarse_size=coarse_size,
+        refine_engine=refiner,
+        batch_size=batch_size,
+        progress=progress,
+        fill=fill,
+        out=out,
+        desc="refine",
+    )
 
 
 def two_stage(engine, image: np.ndarray, mask: np.ndarray, **kw) -> np.ndarray:

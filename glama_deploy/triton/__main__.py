@@ -22,7 +22,7 @@ import sys
 from dataclasses import asdict, fields
 
 from .repo import FLAVOURS, MODES, RepoError, RepoOptions, build_repo
-from .server import ServerEnv, ServerError, TritonServer, default_env_dir, setup_env
+from .server import RepositoryError, ServerEnv, ServerError, TritonServer, default_env_dir, setup_env
 
 
 def _add_build(sub) -> None:
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return {"build-repo": _build, "serve": _serve, "setup-env": _setup}[args.command](args)
-    except RepoError as e:
+    except (RepoError, RepositoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ServerError as e:

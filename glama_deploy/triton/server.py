@@ -56,6 +56,10 @@ class ServerError(RuntimeError):
     """The server environment is missing/broken or the server did not come up."""
 
 
+class RepositoryError(ServerError):
+    """The folder given as model repository is not one (bad input rather than a failure)."""
+
+
 def default_env_dir() -> Path:
     return Path(os.environ.get(ENV_VAR) or DEFAULT_ENV_DIR)
 
@@ -212,7 +216,7 @@ class TritonServer:
                  log_verbose: int = 0, extra_args: tuple[str, ...] = ()):
         self.repo = Path(repo).resolve()
         if not (self.repo.is_dir() and any(self.repo.glob("*/config.pbtxt"))):
-            raise ServerError(f"{self.repo}: not a model repository (no */config.pbtxt); "
+            raise RepositoryError(f"{self.repo}: not a model repository (no */config.pbtxt); "
                               "build one with: python -m glama_deploy.triton build-repo")
         self.env = env if isinstance(env, ServerEnv) else ServerEnv.find(env)
         self.host = host
@@ -336,5 +340,5 @@ class TritonServer:
         self.stop()
 
 
-__all__ = ["ServerEnv", "ServerError", "TritonServer", "SERVER_PACKAGES", "default_env_dir", "free_port",
-           "link_package", "setup_env"]
+__all__ = ["RepositoryError", "ServerEnv", "ServerError", "TritonServer", "SERVER_PACKAGES", "default_env_dir",
+           "free_port", "link_package", "setup_env"]

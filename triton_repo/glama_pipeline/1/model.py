@@ -1,6 +1,6 @@
 """Triton python-backend model: whole-image, tiled and two-stage GLaMa inpainting of one image.
 
-Inputs (send one pair):
+Inputs (send one pair; request ``output_hwc`` and/or ``output``, both come back if none is named):
   ``image_hwc`` UINT8 [H,W,3] RGB + ``mask_hw`` UINT8 [H,W] (nonzero = hole)   -> ``output_hwc`` UINT8
   ``image`` FP32 [1,3,H,W] in [0,1] + ``mask`` FP32 [1,1,H,W] (1 = hole)        -> ``output`` FP32
 Any H and W (padding to /8 and cropping happen here); known pixels come back unchanged.
@@ -177,6 +177,7 @@ class TritonPythonModel:
                 error=pb_utils.TritonError(f"{self.name}: {e}", pb_utils.TritonError.INVALID_ARG))
         except Exception as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {type(e).__name__}: {e}"))
+        # Triton lists every output when the client names none
         wanted = set(request.requested_output_names()) or {"output_hwc" if uint8 else "output"}
         outputs = []
         if "output" in wanted:
