@@ -13,6 +13,7 @@ The output is a pure function of the options, so a checked-in repository can be 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -200,6 +201,22 @@ def _copy_model_file(src: Path, dst: Path) -> None:
         shutil.copyfile(side, dst.parent / side.name)
 
 
+def _check_plan_batch(plan: Path, max_batch_size: int) -> None:
+    """Triton refuses a plan whose profile's largest batch is below the config's max_batch_size:
+    say so at build time, from the plan's sidecar (written by ``python -m export.tensorrt``)."""
+    side = plan.with_name(plan.name + ".json")
+    if not side.is_file():
+        return
+    try:
+        plan_max = int(json.loads(side.read_text())["inputs"]["image"]["max"][0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise RepoError(f"{side}: not a TensorRT sidecar written by export.tensorrt") from None
+    if plan_max < max_batch_size:
+        raise RepoError(f"{plan}: its profile allows batch <= {plan_max} but --max-batch-size is "
+                        f"{max_batch_size}; rebuild the plan with --max {max_batch_size}xHxW or pass "
+                        f"--max-batch-size {plan_max}")
+
+
 def build_repo(out: str | os.PathLike, options: RepoOptions | None = None, *, onnx: str | os.PathLike | None = None,
                plan: str | os.PathLike | None = None, out_label: str | None = None) -> list[Path]:
     """Write the repository into ``out`` (created; files it owns are overwritten, others kept).
@@ -208,6 +225,8 @@ def build_repo(out: str | os.PathLike, options: RepoOptions | None = None, *, on
     them a README in the version folder says what to put there. Returns the files written.
     """
     o = (options or RepoOptions()).resolved()
+    if plan is not None and "glama_trt" in o.models:
+        _check_plan_batch(Path(plan), o.max_batch_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
