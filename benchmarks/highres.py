@@ -23,7 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+if __package__ in (None, ""):  # run as a script: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = ROOT / "glama_deploy" / "assets" / "glama-tiny.safetensors"
@@ -312,8 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure_highres(
             factory, images[0], [args.big_size], modes=modes, max_full_pixels=None, **common
         )
-    print(f"engine {args.engine} ({weights.name}), {args.threads} threads, tile {args.tile}, "
-          f"overlap {args.overlap}, best of {args.repeats}")
+    print(
+        f"engine {args.engine} ({weights.name}), {args.threads} threads, tile {args.tile}, "
+        f"overlap {args.overlap}, best of {args.repeats}"
+    )
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -94,18 +94,21 @@ def run_one(engine, job: Job, args: argparse.Namespace, refine_engine=None, prog
     from .pipeline import run as run_pipeline
 
     loaded = read_image(job.image)
-    mask = read_mask(job.mask, loaded.rgb.shape[:2])
+    h, w = loaded.shape
+    mask = read_mask(job.mask, (h, w))[None, None]
     t0 = time.perf_counter()
-    image, mask_t = to_nchw(loaded.rgb, mask)
+    image = loaded.to_nchw()
+    loaded.pixels = None  # drop the decoded buffer: at 8K every copy counts
     hole = float(mask.mean())
     if hole == 0.0:
         result = image  # nothing to fill: the input comes back unchanged
     else:
-        result = run_pipeline(engine, image, mask_t, mode=args.mode, tile=args.tile, overlap=args.overlap,
-                              coarse_size=args.coarse_size, refine_engine=refine_engine, progress=progress)
+        result = run_pipeline(engine, image, mask, mode=args.mode, tile=args.tile, overlap=args.overlap,
+                              coarse_size=args.coarse_size, refine_engine=refine_engine, progress=progress,
+                              margin=args.margin, batch_size=args.tile_batch)
     seconds = time.perf_counter() - t0
+    del image, mask
     write_image(job.out, result[0].transpose(1, 2, 0), loaded.alpha, loaded.bit_depth)
-    h, w = loaded.rgb.shape[:2]
     return {"image": str(job.image), "mask": str(job.mask), "out": str(job.out), "width": w, "height": h,
             "hole_fraction": round(hole, 6), "seconds": round(seconds, 4)}
 
@@ -126,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "coarse + refine (two-stage)")
     ap.add_argument("--tile", type=int, default=512, help="tile size for tiled / two-stage refine")
     ap.add_argument("--overlap", type=int, default=64, help="tile overlap (feathered)")
+    ap.add_argument("--tile-batch", type=int, default=4, help="tiles per engine call (bounds memory)")
+    ap.add_argument("--margin", type=int, help="context around each hole region in tiled mode (default tile/8)")
     ap.add_argument("--coarse-size", type=int, default=256, help="two-stage: short side of the coarse pass")
     ap.add_argument("--refine-weights", type=Path, help="two-stage: refine model (default: --weights)")
     ap.add_argument("--url", help="triton: server address (default localhost:8000 http, :8001 grpc)")

@@ -34,10 +34,31 @@ class InputError(ValueError):
 
 @dataclass
 class LoadedImage:
-    rgb: np.ndarray  # float32 HxWx3 in [0,1]
+    """An image as decoded: integer RGB pixels (no float copy until :meth:`to_nchw`)."""
+
+    pixels: np.ndarray  # uint8/uint16 HxWx3 RGB (may be a view of the decoded BGR buffer)
     alpha: np.ndarray | None  # original alpha channel (uint8/uint16) or None
     bit_depth: int  # 8 or 16
     path: Path
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape[0], self.pixels.shape[1]
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """float32 HxWx3 in [0,1] (a new array)."""
+        return self.to_nchw()[0].transpose(1, 2, 0)
+
+    def to_nchw(self) -> np.ndarray:
+        """float32 (1,3,H,W) in [0,1], filled channel by channel: no full-size temporaries
+        (an 8K image is 400 MB as float32; we make exactly one such array)."""
+        h, w = self.shape
+        out = np.empty((1, 3, h, w), np.float32)
+        scale = np.float32(1.0 / (65535.0 if self.bit_depth == 16 else 255.0))
+        for c in range(3):
+            np.multiply(self.pixels[:, :, c], scale, out=out[0, c], casting="unsafe")
+        return out
 
 
 def read_image(path: str | os.PathLike) -> LoadedImage:
@@ -48,16 +69,16 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
     if data is None:
         raise InputError(f"{path}: not a readable image (OpenCV could not decode it)")
     if data.dtype == np.uint8:
-        depth, scale = 8, 255.0
+        depth = 8
     elif data.dtype == np.uint16:
-        depth, scale = 16, 65535.0
+        depth = 16
     else:
         raise InputError(f"{path}: unsupported pixel type {data.dtype} (use 8- or 16-bit images)")
     alpha = None
     if data.ndim == 2:
-        rgb = np.repeat(data[:, :, None], 3, axis=2)
+        rgb = np.broadcast_to(data[:, :, None], (*data.shape, 3))
     elif data.shape[2] == 1:
-        rgb = np.repeat(data, 3, axis=2)
+        rgb = np.broadcast_to(data, (*data.shape[:2], 3))
     elif data.shape[2] == 3:
         rgb = data[:, :, ::-1]
     elif data.shape[2] == 4:
@@ -65,7 +86,7 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
     else:
         raise InputError(f"{path}: unsupported channel count {data.shape[2]}")
     check_size(rgb.shape[0], rgb.shape[1], path)
-    return LoadedImage(np.ascontiguousarray(rgb, dtype=np.float32) / scale, alpha, depth, path)
+    return LoadedImage(rgb, alpha, depth, path)
 
 
 def check_size(h: int, w: int, path: Path | str) -> None:
@@ -99,9 +120,17 @@ def to_nchw(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.ascontiguousarray(mask[None, None], dtype=np.float32))
 
 
-def _quantize(rgb: np.ndarray, depth: int) -> np.ndarray:
+def _quantize_bgr(rgb: np.ndarray, depth: int) -> np.ndarray:
+    """float RGB (HxWx3, any strides: a CHW array transposed works) -> integer BGR HxWx3,
+    one channel at a time so the only float temporary is one HxW plane."""
     scale, dtype = (65535.0, np.uint16) if depth == 16 else (255.0, np.uint8)
-    return np.clip(np.rint(rgb * scale), 0, scale).astype(dtype)
+    out = np.empty((rgb.shape[0], rgb.shape[1], 3), dtype)
+    for c in range(3):
+        plane = np.multiply(rgb[:, :, c], np.float32(scale), dtype=np.float32)
+        np.rint(plane, out=plane)
+        np.clip(plane, 0, scale, out=plane)
+        out[:, :, 2 - c] = plane
+    return out
 
 
 def encode_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, depth: int = 8) -> bytes:
@@ -110,7 +139,7 @@ def encode_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, d
         raise InputError(f"{path}: unknown output format '{ext}' (use one of {', '.join(IMAGE_EXTS)})")
     if depth == 16 and ext not in (".png", ".tif", ".tiff"):
         depth = 8
-    out = _quantize(rgb, depth)[:, :, ::-1]
+    out = _quantize_bgr(rgb, depth)
     if alpha is not None:
         if ext in (".jpg", ".jpeg", ".bmp"):
             alpha = None  # format has no alpha channel

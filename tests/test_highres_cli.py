@@ -121,3 +121,25 @@ def test_bad_tile_options_exit_2_with_one_line(case, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and out is None
     assert err.startswith("error: tile must be") and "\n" not in err
+
+
+def test_benchmark_hole_and_one_measured_case(case):
+    """benchmarks.highres: the hole covers the asked fraction; a case runs in a subprocess and
+    reports time and peak memory (the 2560x1600 / 8K numbers come from running the module)."""
+    from benchmarks.highres import EngineFactory, make_hole, measure_highres
+
+    for h, w in ((1600, 2560), (301, 509)):
+        assert abs(make_hole(h, w, 0.05).mean() - 0.05) < 0.004
+    rows = measure_highres(
+        EngineFactory("torch", str(case["weights"]), threads=1),
+        PHOTO,
+        ["480x300"],
+        modes=("full", "tiled"),
+        tile=192,
+        overlap=32,
+    )
+    assert [(r["size"], r["mode"]) for r in rows] == [("480x300", "full"), ("480x300", "tiled")]
+    for r in rows:
+        assert r["ok"], r
+        assert r["seconds"] > 0 and r["peak_rss_mib"] >= r["baseline_rss_mib"] > 50
+        assert abs(r["hole_fraction"] - 0.05) < 0.01 and r["speedup_vs_full"] > 0

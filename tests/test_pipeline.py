@@ -490,10 +490,11 @@ def test_sees_hole_content_from_metadata_and_by_probing(tiny_onnx):
             return np.full_like(image, 0.5)
 
     probe = Recorder(Identity())
-    assert sees_hole_content(probe) is True and probe.calls[0][0].shape == (2, 3, 16, 16)
+    assert sees_hole_content(probe) is True and probe.calls[0][0].shape == (2, 3, 64, 64)
     assert sees_hole_content(probe) is True and len(probe.calls) == 1  # cached per engine
     assert sees_hole_content(Blind()) is False
     assert sees_hole_content(TeleaEngine(zero_holes=False)) is True  # attribute, no probe
+    assert sees_hole_content(Forbidden()) is False  # probe failed: assume a LaMa-style model
 
 
 def test_onnxruntime_matches_torch_in_tiled_and_two_stage(tiny_onnx, tiny_model):

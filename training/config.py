@@ -81,6 +81,11 @@ class TrainConfig:
     ckpt_every: int = 200
     val_every: int = 200
     time_budget_min: float = 0.0  # stop (checkpoint + export) after this many minutes; 0 = no limit
+    # Before export, re-estimate the generator's BatchNorm running statistics as a plain average over
+    # this many training-distribution batches (0 = export the running averages as trained). With
+    # small batches and a mix of very different mask types (General Mask), the momentum-0.1 running
+    # averages follow the last few batches and make eval-mode outputs noisy from step to step.
+    bn_recalib_batches: int = 0
     out_dir: str = "runs/default"
     export_name: str = "generator.safetensors"
 

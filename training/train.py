@@ -425,19 +425,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
+    def validate(self, model: Generator | None = None) -> dict[str, float]:
+        """PSNR (composite vs target) per mask type on the fixed held-out set, G in eval mode."""
         if self.val is None:
             return {}
-        self.G.eval()
+        g = model if model is not None else self.G
+        was_training = g.training
+        g.eval()
         per_type: dict[str, list[float]] = {}
         for img, msk, types in self.val.batches(8):
             img, msk = img.to(self.device), msk.to(self.device)
             inp = coarse_fill(self.coarse, img, msk, self.cfg.refine.coarse_factor) if self.refine else img
-            pred = self.G(inp, msk).float()
+            pred = g(inp, msk).float()
             comp = msk * pred + (1 - msk) * img
             for t, v in zip(types, psnr_batch(comp, img).tolist(), strict=True):
                 per_type.setdefault(t, []).append(v)
-        self.G.train()
+        g.train(was_training)
         out = {f"val/psnr_{t}": float(np.mean(v)) for t, v in per_type.items()}
         out["val/psnr_mean"] = float(np.mean([np.mean(v) for v in per_type.values()]))
         return out
@@ -580,10 +583,44 @@ class Trainer:
             "command": " ; then ".join(self.commands + [self.command]),
         }
 
+    @torch.no_grad()
+    def recalibrated_generator(self, n_batches: int) -> Generator:
+        """A copy of G whose BatchNorm running statistics are the plain average over ``n_batches``
+        batches drawn like training batches (own seed stream; the training state is untouched)."""
+        import copy
+
+        g = copy.deepcopy(self.G)
+        bns = [m for m in g.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average
+        g.train()
+        seed = self.cfg.train.seed + 7919  # batches the run never trained on with this key
+        sampler = StepBatchSampler(len(self.dataset), self.cfg.optim.batch_size, seed, 0, n_batches)
+        for keys in sampler:
+            batch = collate([self.dataset[k] for k in keys])
+            image, mask = batch["image"].to(self.device), batch["mask"].to(self.device)
+            inp = coarse_fill(self.coarse, image, mask, self.cfg.refine.coarse_factor) if self.refine else image
+            g(inp, mask)
+        for m in bns:
+            m.momentum = 0.1
+        return g.eval()
+
     def export(self, path: Path | None = None) -> Path:
         path = Path(path) if path else self.out / self.cfg.train.export_name
         source = f"training.train ({self.cfg.train.mode}, config {self.cfg.model.name}, step {self.step})"
-        return save_weights(self.G, path, step=self.step, source=source, extra=self.metadata())
+        extra = self.metadata()
+        model = self.G
+        n = self.cfg.train.bn_recalib_batches
+        if n > 0:
+            model = self.recalibrated_generator(n)
+            extra["bn_statistics"] = f"re-estimated over {n} training-distribution batches before export"
+            if self.val is not None:
+                extra["val_psnr_training_bn"] = extra["val_psnr"]
+                extra["val_psnr"] = {k[4:]: round(v, 3) for k, v in self.validate(model).items()}
+        else:
+            extra["bn_statistics"] = "running averages from training (momentum 0.1)"
+        return save_weights(model, path, step=self.step, source=source, extra=extra)
 
     def finish(self) -> Path | None:
         checks = [state_checksum(self.G)]

@@ -35,6 +35,9 @@ def run(
     resolution of coarse passes. ``refine_engine``: the second-stage model (two-stage) and the
     refiner of big holes (tiled); default ``engine``. Known pixels are returned bit-exactly.
     """
+    if getattr(engine, "is_pipeline", False):
+        # a server-side pipeline (Triton glama_pipeline) tiles itself: send the whole image once
+        return engine.run(image, mask, mode, tile=tile, overlap=overlap, coarse_size=coarse_size)
     if mode == "full":
         return engine(image, mask)
     opts = dict(

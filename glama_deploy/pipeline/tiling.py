@@ -394,29 +394,46 @@ def sees_hole_content(engine) -> bool:
     """True if the engine's model reads the pixels under the mask (a refine model built with
     ``zero_holes=False``); False for LaMa-style models, which zero them.
 
-    Read from the model config (torch), the ONNX metadata (onnxruntime), an engine attribute
-    ``zero_holes`` (any backend may set it), else probed with one 16x16 batch of two.
+    Read from an engine attribute ``zero_holes`` (any backend may set it), the model config
+    (torch), the ONNX metadata (onnxruntime) or a ``config`` entry of a TensorRT plan's sidecar;
+    otherwise probed once with a batch of two images that differ only inside the hole (64x64, or
+    the smallest size the engine's optimization profile allows). Cached per engine.
     """
     try:
         return _SEES_HOLES[engine]
     except (KeyError, TypeError):
         pass
     result = _inspect_zero_holes(engine)
-    if result is None:
-        rng = np.random.default_rng(0)
-        x = np.repeat(rng.random((1, 3, 16, 16), dtype=np.float32), 2, axis=0)
-        m = np.zeros((2, 1, 16, 16), np.float32)
-        m[:, :, 4:12, 4:12] = 1
-        x[1, :, 4:12, 4:12] = 1 - x[0, :, 4:12, 4:12]
-        y = engine(x, m)
-        sees = not np.allclose(y[0], y[1], atol=1e-6)
-    else:
-        sees = not result
+    sees = _probe_sees_holes(engine) if result is None else not result
     try:
         _SEES_HOLES[engine] = sees
     except TypeError:
         pass
     return sees
+
+
+def _probe_sees_holes(engine) -> bool:
+    side = 64
+    profile = getattr(engine, "profile", None)
+    if isinstance(profile, dict) and "min" in profile:  # TensorRT: (N, H, W) bounds
+        side = max(side, *profile["min"][1:])
+        side += -side % ALIGN
+    rng = np.random.default_rng(0)
+    x = np.repeat(rng.random((1, 3, side, side), dtype=np.float32), 2, axis=0)
+    m = np.zeros((2, 1, side, side), np.float32)
+    q = side // 4
+    m[:, :, q:-q, q:-q] = 1
+    x[1, :, q:-q, q:-q] = 1 - x[0, :, q:-q, q:-q]
+    try:
+        y = engine(x, m)
+    except Exception as e:  # e.g. a profile without batch 2: assume the common LaMa-style model
+        log.warning(
+            "could not probe whether %s reads hole pixels (%s); assuming it zeroes them",
+            getattr(engine, "name", engine),
+            e,
+        )
+        return False
+    return not np.allclose(y[0], y[1], atol=1e-6)
 
 
 def _inspect_zero_holes(engine) -> bool | None:
@@ -427,6 +444,12 @@ def _inspect_zero_holes(engine) -> bool | None:
     cfg = getattr(getattr(engine, "model", None), "config", None)
     if isinstance(getattr(cfg, "zero_holes", None), bool):
         return cfg.zero_holes
+    sidecar = getattr(engine, "sidecar", None)
+    if isinstance(sidecar, dict) and "config" in sidecar:
+        cfg = sidecar["config"]
+        cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
+        if isinstance(cfg, dict) and isinstance(cfg.get("zero_holes"), bool):
+            return cfg["zero_holes"]
     session = getattr(engine, "session", None)
     if session is not None:
         try:
@@ -448,7 +471,23 @@ def _batches(tiles: list[Tile], batch_size: int) -> Iterable[list[Tile]]:
             yield group[i : i + batch_size]
 
 
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 def _progress(total: int, enabled: bool, desc: str):
+    if not enabled or total == 0:
+        return _NoProgress()  # tqdm is imported only when a bar is shown (the Triton env may lack it)
     from tqdm import tqdm
 
     return tqdm(total=total, unit="tile", desc=desc, disable=not enabled or total == 0, file=sys.stderr)
