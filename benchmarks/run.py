@@ -282,7 +282,8 @@ def to_markdown(report: dict) -> str:
     m, v, s = report["machine"], report["versions"], report["sgemm"]
     L = [f"# Benchmark: {report['config']} ({report['created']})", "",
          f"- machine: {m['cpu_model']}, {m['usable_cores']} usable cores ({', '.join(m['cpu_flags'])}), "
-         f"{_fmt(m['memory_total_mib'])} MiB RAM, load average at start {m['load_average'][0]:.1f}; "
+         f"{_fmt(m['memory_total_mib'])} MiB RAM, load average {m['load_average'][0]:.1f} at start, "
+         f"{report.get('load_average_end', [float('nan')])[0]:.1f} at end; "
          f"GPUs: {', '.join(g['name'] for g in m['gpus']) or 'none'}",
          f"- versions: python {v['python']}, torch {v['torch']}, onnxruntime {v['onnxruntime']}, "
          f"numpy {v['numpy']}; git {report['git_revision']}",
@@ -308,6 +309,9 @@ def to_markdown(report: dict) -> str:
                      f"{b['batch']}: {b['gflops_p50']:.1f} GFLOP/s at p50 = {100 * b['peak_fraction_p50']:.0f}% "
                      f"of the {b['sgemm_peak_gflops']:.1f} GFLOP/s sgemm peak "
                      f"(best call: {100 * b['peak_fraction_best']:.0f}%)")
+        if summ.get("fastest"):
+            L.append("- fastest engine (p50) per size/batch: " + "; ".join(
+                f"{k}: {v['engine']} ({v['p50_ms']:.0f} ms)" for k, v in summ["fastest"].items()))
         L.append("")
     L += ["## Latency, throughput, memory", "",
           "| engine | size | batch | p50 ms | p90 ms | p99 ms | n | img/s | peak RSS MiB | +RSS MiB "
@@ -410,7 +414,8 @@ def plot(report: dict, out: Path) -> list[str]:
             if not rb:
                 continue
             x = [r["size"][0] for r in rb]
-            kw = {"marker": "o", "color": colors[name], "linestyle": styles[i % 4], "label": f"{name} b{b}"}
+            kw = {"marker": "os^D"[i % 4], "color": colors[name], "linestyle": styles[i % 4],
+                  "label": f"{name} b{b}", "fillstyle": "full" if i == 0 else "none"}
             if b == 1:
                 p50 = [r["latency"]["p50_ms"] for r in rb]
                 lo = [p - r["latency"]["min_ms"] for p, r in zip(p50, rb, strict=True)]
@@ -450,9 +455,14 @@ def plot(report: dict, out: Path) -> list[str]:
                     r = next((r for r in hrows if str(r.get("size")) == size and str(r.get("mode")) == mode), {})
                     v = next((r[k] for k in keys if isinstance(r.get(k), (int, float))), np.nan)
                     vals.append(v)
-                bars = ax.bar(np.arange(len(sizes)) + j * width, vals, width, label=mode)
-                ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.0f}" if v >= 10 else f"{v:.2f}"
+                xs = np.arange(len(sizes)) + j * width
+                bars = ax.bar(xs, vals, width, label=mode)
+                ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.0f}" if v >= 10 else f"{v:.2f}"
                                            for v in vals], fontsize=7)
+                for x, v in zip(xs, vals, strict=True):
+                    if np.isnan(v):
+                        ax.annotate("not run", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 4),
+                                    textcoords="offset points", ha="center", fontsize=7, rotation=90)
             ax.set_xticks(np.arange(len(sizes)) + width * (len(modes) - 1) / 2, sizes)
             ax.set(ylabel=unit, yscale="log")
             ax.legend(fontsize=8)
@@ -734,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         "inputs": "uniform noise image, centred rectangular hole of 25% of the area (speed does not depend "
                   "on pixel values)",
     }
+    report["load_average_end"] = list(os.getloadavg())
     report["wall_s"] = time.perf_counter() - wall0
     report["summary"] = summarize(report)
 

@@ -245,7 +245,8 @@ def test_refine_mode_trains_on_coarse_fill(photos, tmp_path):
     torch.manual_seed(0)
     coarse_path = save_weights(Generator("tiny"), tmp_path / "coarse.safetensors", step=0, source="test")
     cfg = small_cfg(photos, tmp_path / "refine", steps=2, config="refine-tiny",
-                    extra=[f"refine.coarse_weights={coarse_path}", "refine.coarse_factor=4"])
+                    extra=[f"refine.coarse_weights={coarse_path}", "refine.coarse_factor=4",
+                           "train.bn_recalib_batches=3"])
     tr = Trainer(cfg)
     assert tr.G.config.zero_holes is False and tr.coarse is not None
     # the refine input: original outside the holes, the upsampled coarse fill inside
@@ -257,6 +258,12 @@ def test_refine_mode_trains_on_coarse_fill(photos, tmp_path):
     out = tr.fit()
     model, meta = load_generator(out)
     assert meta["training_mode"] == "refine" and model.config.zero_holes is False
+    # exported BatchNorm statistics were re-estimated; the trainer's own generator is untouched
+    assert meta["bn_statistics"].startswith("re-estimated over 3")
+    key = "model.1.bn_l.running_mean"
+    assert not torch.equal(model.state_dict()[key], tr.G.state_dict()[key])
+    assert all(torch.equal(v, tr.G.state_dict()[k]) for k, v in model.state_dict().items() if "running" not in k
+               and "num_batches" not in k)
     with pytest.raises(ConfigError, match="coarse_weights"):
         small_cfg(photos, tmp_path / "r2", config="refine-tiny", extra=["refine.coarse_weights="])
 

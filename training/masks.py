@@ -40,7 +40,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,8 @@ from typing import ClassVar
 
 import cv2
 import numpy as np
+
+from glama_deploy.fsutil import atomic_write_bytes
 
 MIN_SIZE = 8
 MAX_TRIES = 1000
@@ -508,15 +509,7 @@ def mask_rng(seed: int, type_name: str, index: int) -> np.random.Generator:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def write_mask_set(out: str | os.PathLike, size: tuple[int, int], per_type: int, seed: int = 0,

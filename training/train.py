@@ -34,7 +34,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from glama_deploy.fsutil import atomic_output, atomic_write_bytes
 from glama_deploy.model import Generator, get_config
 from glama_deploy.model.weights import WeightsError, load_generator, save_weights
 from training.config import ConfigError, RunConfig, config_from_dict, dump_config, load_config
@@ -156,28 +156,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, text.encode())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -449,7 +434,7 @@ class Trainer:
     def _stop_requested(self, flag: bool) -> bool:
         if not self.d.enabled:
             return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)  # nccl: on the GPU
         dist.broadcast(t, 0)
         return bool(t.item())
 
@@ -468,17 +453,20 @@ class Trainer:
 
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.step else None)
 
+        # Every rank catches SIGINT/SIGTERM (torchrun forwards them to all workers); rank 0's flag,
+        # broadcast each step, decides, so all ranks stop after the same step.
         interrupted = {"flag": False}
         old = {}
-        if self.d.main:
-            def on_signal(signum, frame):  # finish the step, then checkpoint + export
-                interrupted["flag"] = True
-                log.warning("signal %s: stopping after this step", signum)
-            for s in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    old[s] = signal.signal(s, on_signal)
-                except ValueError:  # not in the main thread
-                    pass
+
+        def on_signal(signum, frame):  # finish the step, then checkpoint + export
+            interrupted["flag"] = True
+            log.warning("signal %s: stopping after this step", signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, on_signal)
+            except ValueError:  # not in the main thread
+                pass
 
         from tqdm import tqdm
 
