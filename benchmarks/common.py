@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
 import platform
 import subprocess
@@ -145,20 +146,37 @@ def git_revision(cwd: Path = ROOT) -> str:
 
 
 # ----------------------------------------------------------------------------- hardware peak
-def sgemm_peak(n: int = 2048, repeats: int = 5, threads: int | None = None) -> dict:
-    """Best achieved GFLOP/s of an n x n x n float32 matrix multiply (2*n^3 FLOPs), in torch
-    (oneDNN/MKL) and numpy (its BLAS). The best of ``repeats`` is kept: interference from other
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def sgemm_peak(n: int = 2048, repeats: int = 5, threads: int = 1) -> dict:
+    """Best achieved GFLOP/s of an n x n x n float32 matrix multiply (2*n^3 FLOPs) with ``threads``
+    threads, in torch (oneDNN/MKL) and numpy (its BLAS). Runs in a fresh process whose BLAS thread
+    variables are set to ``threads``: numpy's BLAS reads them only when it is loaded, so in this
+    process it would use every core. The best of ``repeats`` is kept: interference from other
     processes only ever slows a run down, so the maximum is the closest to the hardware limit."""
+    env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    code = ("import json; from benchmarks.common import _sgemm_here; "
+            f"print(json.dumps(_sgemm_here({int(n)}, {int(repeats)}, {int(threads)})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sgemm measurement failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _sgemm_here(n: int, repeats: int, threads: int) -> dict:
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     flops = 2.0 * n**3
     rng = np.random.default_rng(0)
     a_np = rng.random((n, n), dtype=np.float32)
     b_np = rng.random((n, n), dtype=np.float32)
     a, b = torch.from_numpy(a_np), torch.from_numpy(b_np)
-    out = {"n": n, "flops": flops, "threads": torch.get_num_threads()}
+    out = {"n": n, "flops": flops, "threads": torch.get_num_threads(),
+           "blas_env": {v: os.environ.get(v) for v in THREAD_VARS}}
     for name, fn in (("torch", lambda: torch.mm(a, b)), ("numpy", lambda: a_np @ b_np)):
         fn()  # warm-up (thread pools, page faults)
         best = float("inf")

@@ -586,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
 
+    # every process started from here on (engine workers, high-res cases, sgemm) uses --threads
+    for var in common.THREAD_VARS:
+        os.environ[var] = str(args.threads)
     import torch
     from tqdm import tqdm
 
@@ -641,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     report["prepare"] = prep
 
     # -- hardware peak (measured again at the end; the higher one is the peak)
+    log.info("sgemm peak with %d thread(s)", args.threads)
     sg1 = common.sgemm_peak(args.sgemm_n, threads=args.threads)
 
     # -- FLOPs, counted on the meta device
@@ -740,7 +744,8 @@ def main(argv: list[str] | None = None) -> int:
                  "the matmul-DFT FLOPs are extra work of that backend; torch.fft, BatchNorm and elementwise "
                  "ops are not counted",
         "sgemm_peak": f"best of 5 runs of a float32 {args.sgemm_n}^3 matmul in torch and numpy with "
-                      f"{args.threads} thread(s), at the start and at the end of the run; the higher is the peak",
+                      f"{args.threads} thread(s) (fresh process, BLAS thread variables set), at the start and "
+                      "at the end of the run; the higher is the peak",
         "inputs": "uniform noise image, centred rectangular hole of 25% of the area (speed does not depend "
                   "on pixel values)",
     }
