@@ -18,6 +18,7 @@ triton          a Triton server (``--triton-url``), measured by :mod:`benchmarks
 from __future__ import annotations
 
 import copy
+import glob
 import hashlib
 import logging
 import os
@@ -95,11 +96,15 @@ def code_digest(*extra: str) -> str:
 def prepare_weights(config: str, weights: str | None, cache_dir: Path, seed: int = 0) -> tuple[Path, str]:
     """The safetensors file every engine is built from, and a short id for cache keys.
 
-    With ``weights`` given it is used as is; otherwise the generator is built with seeded random
-    weights (speed does not depend on the values) and written once into the cache.
+    With ``weights`` given it is used as is; else the bundled ``glama_deploy/assets/glama-<config>
+    .safetensors`` if it exists; otherwise the generator is built with seeded random weights (speed
+    does not depend on the values) and written once into the cache.
     """
     import torch
 
+    bundled = Path(__file__).resolve().parents[1] / "glama_deploy" / "assets" / f"glama-{config}.safetensors"
+    if not weights and bundled.is_file():  # the shipped weights (glama-tiny) when there are some
+        weights = str(bundled)
     if weights:
         path = Path(weights)
         if not path.is_file():
@@ -113,7 +118,19 @@ def prepare_weights(config: str, weights: str | None, cache_dir: Path, seed: int
         torch.manual_seed(seed)
         model = build_generator(config).eval()
         save_weights(model, path, source=f"benchmarks: random init, seed {seed}")
+        _prune(cache_dir, f"{config}-seed{seed}-*.safetensors", keep=path)
     return path, path.stem
+
+
+def _prune(folder: Path, pattern: str, keep: Path) -> None:
+    """Delete cache entries made by older model sources (same pattern, other digest)."""
+    for old in folder.glob(pattern):
+        if old != keep and old.is_file():
+            log.info("removing stale cache entry %s", old)
+            old.unlink(missing_ok=True)
+            if old.suffix == ".safetensors":  # and the exports made from those weights
+                for export in folder.glob(glob.escape(old.stem) + "-*.onnx"):
+                    export.unlink(missing_ok=True)
 
 
 def export_dft_onnx(model, path: str | os.PathLike, opset: int = DFT_OPSET) -> Path:
@@ -173,6 +190,7 @@ def prepare_onnx(weights_path: Path, model_id: str, backend: str, cache_dir: Pat
         export_onnx(model, path, parity_sizes=())  # parity is reported per row by the benchmark
     else:
         export_dft_onnx(model, path)
+    _prune(cache_dir, f"{model_id}-{backend}-*.onnx", keep=path)
     return path, time.perf_counter() - t
 
 

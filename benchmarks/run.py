@@ -253,6 +253,7 @@ def build_rows(timings: dict, flops: dict, peak_gflops: float) -> tuple[list, li
             if t.get("samples"):
                 lat = common.latency_stats(t["samples"], batch)
                 row["latency"] = lat
+                row["samples_ms"] = [round(1e3 * x, 3) for x in t["samples"]]  # in round order
                 row["images_per_s"] = lat["images_per_s"]
                 executed = flops[hw]["matmul" if "matmul" in name else "fft"]["total"]
                 row["flops_per_image"] = model_flops
@@ -473,7 +474,7 @@ def plot(report: dict, out: Path) -> list[str]:
         for ax in axes:
             ax.axis("off")
         axes[0].text(0, 0.5, f"high-res rows not measured:\n{hr.get('reason', 'no successful case')}", wrap=True)
-    fig.suptitle(f"High resolution, ~5% hole ({hr.get('engine', '-')}, n/a = not run)")
+    fig.suptitle(f"High resolution, ~5% hole ({hr.get('engine', '-')})")
     fig.tight_layout()
     written.append(_save_fig(fig, out / "highres.png"))
     plt.close(fig)
@@ -503,7 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batches", default="1,2", help="batch sizes (default 1,2)")
     ap.add_argument("--large-batch-max-side", type=int, default=0,
                     help="run batches > 1 only up to this image side (0 = every size)")
-    ap.add_argument("--config", default="lama-fourier", help="generator config (tiny, lama-fourier, big-lama)")
+    ap.add_argument("--config", default="lama-fourier",
+                    help="generator config for seeded random weights (tiny, lama-fourier, big-lama); "
+                         "ignored with --weights")
     ap.add_argument("--weights", help="weights file (.safetensors); default: seeded random weights")
     ap.add_argument("--out", default="reports", help="output folder (default reports/)")
     ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "glama-deploy" / "benchmarks"),
@@ -651,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     from glama_deploy.model.weights import load_generator
 
     config_obj = load_generator(weights)[0].config
+    report["config"] = config_obj.name  # with --weights, the file decides
     all_hw = sorted(set(sizes), key=lambda s: s[0] * s[1])
     flops = {hw: {b: common.count_flops(config_obj, hw[0], hw[1], b) for b in ("fft", "matmul")}
              for hw in all_hw}
@@ -746,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         "sgemm_peak": f"best of 5 runs of a float32 {args.sgemm_n}^3 matmul in torch and numpy with "
                       f"{args.threads} thread(s) (fresh process, BLAS thread variables set), at the start and "
                       "at the end of the run; the higher is the peak",
+        "gpu_memory": "with CUDA, torch.cuda.max_memory_allocated for the torch engines (onnxruntime and "
+                      "TensorRT allocate outside torch and are not tracked)",
         "inputs": "uniform noise image, centred rectangular hole of 25% of the area (speed does not depend "
                   "on pixel values)",
     }

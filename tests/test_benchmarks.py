@@ -52,7 +52,8 @@ def test_quick_json_has_every_engine_size_and_batch(quick_report):
     assert set(rows) == {(e, s, b) for e in LOCAL for s in (128, 256) for b in (1, 2)}
     for r in rows.values():
         lat = r["latency"]
-        assert lat["n"] >= 3 and 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+        assert lat["n"] == len(r["samples_ms"]) >= 3
+        assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
         assert r["images_per_s"] == pytest.approx(r["batch"] * 1e3 / lat["p50_ms"])
         assert r["memory"]["peak_rss_mib"] > r["memory"]["rss_loaded_mib"] > 0
         assert 0 < r["peak_fraction_p50"] and r["gflops_p50"] > 0
