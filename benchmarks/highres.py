@@ -182,7 +182,7 @@ def measure_highres(
     tile: int = 512,
     overlap: int = 64,
     coarse_size: int = 256,
-    batch_size: int = 4,
+    batch_size: int = 1,
     repeats: int = 1,
     timeout: float = 1800.0,
     max_full_pixels: int | None = 16_000_000,

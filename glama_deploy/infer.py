@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "coarse + refine (two-stage)")
     ap.add_argument("--tile", type=int, default=512, help="tile size for tiled / two-stage refine")
     ap.add_argument("--overlap", type=int, default=64, help="tile overlap (feathered)")
-    ap.add_argument("--tile-batch", type=int, default=4, help="tiles per engine call (bounds memory)")
+    ap.add_argument("--tile-batch", type=int, default=1,
+                    help="tiles per engine call: bounds memory; on a CPU batching buys little, on a GPU use 4-8")
     ap.add_argument("--margin", type=int, help="context around each hole region in tiled mode (default tile/8)")
     ap.add_argument("--coarse-size", type=int, default=256, help="two-stage: short side of the coarse pass")
     ap.add_argument("--refine-weights", type=Path, help="two-stage: refine model (default: --weights)")

@@ -26,7 +26,7 @@ def run(
     refine_engine=None,
     progress: bool = False,
     margin: int | None = None,
-    batch_size: int = 4,
+    batch_size: int = 1,
 ) -> np.ndarray:
     """Inpaint NCHW ``image`` / ``mask`` with ``engine`` in the given mode; returns NCHW float32.
 
