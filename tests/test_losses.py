@@ -167,7 +167,7 @@ def test_resnetpl_errors_and_build(tmp_path, encoder_file):
     torch.save({"conv1.weight": state["conv1.weight"], "bn1.weight": torch.zeros(32),
                 "fc.weight": torch.zeros(150, 2048)}, partial)
     with pytest.raises(WeightsError, match=r"partial\.pth.*missing keys: bn1\.bias.*unexpected keys: fc\.weight"
-                                           r".*shape mismatches: bn1\.weight \(32,\) != \(64,\)"):
+                                           r".*shape mismatches: bn1\.weight: file \(32,\) vs model \(64,\)"):
         ResNetPL(partial)
 
 

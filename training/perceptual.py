@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glama_deploy.model.weights import WeightsError
+from glama_deploy.model.weights import WeightsError, state_dict_problems
 
 LOG = logging.getLogger(__name__)
 
@@ -158,21 +158,7 @@ def load_encoder(path: str | Path) -> ResNet50Dilated:
     with torch.device("meta"):  # no random init of 23.6M weights that are overwritten anyway
         enc = ResNet50Dilated()
     own = enc.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
-             if k in state and state[k].shape != v.shape]
-
-    def few(items: list[str]) -> str:
-        return ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
-
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {few(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatches: {few(wrong)}")
+    problems = state_dict_problems(own, state, optional=("num_batches_tracked",))
     if problems:
         raise WeightsError(f"{path}: not an ADE20k ResNet50-dilated encoder state dict: " + "; ".join(problems))
     for k in own:

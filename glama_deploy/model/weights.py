@@ -142,24 +142,33 @@ def config_from_metadata(meta: dict[str, str]) -> GeneratorConfig | None:
     return None
 
 
-def load_state_into(model: Generator, state: dict[str, torch.Tensor], path: Path | str = "") -> None:
-    """Strict load with an error that lists missing, unexpected and mis-shaped keys."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+def state_dict_problems(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                        optional: tuple[str, ...] = ()) -> list[str]:
+    """Missing, unexpected and mis-shaped keys of ``state`` against ``own``, as short phrases
+    (keys ending with one of ``optional`` may be missing). Empty when ``state`` fits."""
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith(optional or ("\0",)))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" ... (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {few(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches: {few(shapes)}")
-        raise WeightsError(f"{path}: does not match generator '{model.config.name}': " + "; ".join(parts))
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" ... (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys: {few(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches: {few(shapes)}")
+    return parts
+
+
+def load_state_into(model: Generator, state: dict[str, torch.Tensor], path: Path | str = "") -> None:
+    """Strict load with an error that lists missing, unexpected and mis-shaped keys."""
+    problems = state_dict_problems(model.state_dict(), state)
+    if problems:
+        raise WeightsError(f"{path}: does not match generator '{model.config.name}': " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
 
 
