@@ -152,16 +152,73 @@ def test_truncated_safetensors(tmp_path, tiny_model):
         load_generator(path)
 
 
-def test_ckpt_with_code_is_refused(tmp_path):
-    """weights_only=True: a pickle that would run code is rejected, with the file named."""
-    class Evil:
-        def __reduce__(self):
-            return (print, ("pwned",))
+class _Config(dict):
+    """Pickles like OmegaConf's DictConfig: a dict subclass with __getstate__ state."""
 
+    def __getstate__(self):
+        return {"_content": dict(self)}
+
+
+class _Marker:
+    """Pickles as a call that would create a file: proof that no untrusted code runs on load."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.path}",))
+
+
+class _Exec:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').close()",))
+
+
+def test_lightning_ckpt_with_non_tensor_objects_loads_without_running_them(tmp_path):
+    """weights_only=True refuses such files; we read the tensors and run none of the pickled calls."""
+    import collections
+    import pathlib
+
+    import numpy as np
+
+    src = make_model("tiny", seed=3)
+    path = tmp_path / "best.ckpt"
+    marker_a, marker_b = tmp_path / "ran-os-system", tmp_path / "ran-exec"
+    state = collections.OrderedDict((f"generator.{k}", v.clone()) for k, v in src.state_dict().items())
+    torch.save({
+        "epoch": 39, "global_step": 2500, "state_dict": state,
+        "hyper_parameters": _Config(generator={"kind": "ffc_resnet"}, lr=1e-3),
+        "callbacks": {"ModelCheckpoint": {"best_model_path": pathlib.PurePosixPath("/ckpt/best.ckpt"),
+                                          "best_model_score": np.float64(0.123)}},
+        "loops": collections.defaultdict(list, a=[1]),
+        "evil": [_Marker(marker_a), _Exec(marker_b)],
+    }, path)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        torch.load(path, weights_only=True)  # the situation this handles
+
+    model, meta = load_generator(path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert meta["step"] == "2500"
+    skipped = meta["skipped_objects"]
+    for name in ("_Config", "PurePosixPath", "system", "builtins.exec"):
+        assert name in skipped, (name, skipped)
+    assert not marker_a.exists() and not marker_b.exists(), "a pickled call was executed"
+
+
+def test_ckpt_with_only_code_names_the_file(tmp_path):
     path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {"x": Evil()}}, path)
-    with pytest.raises(WeightsError, match="weights_only=True"):
-        read_weights(path)
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {"x": _Marker(marker)}}, path)
+    with pytest.raises(WeightsError, match="no generator weights found") as err:
+        load_generator(path)
+    assert str(path) in str(err.value)
+    assert not marker.exists()
 
 
 def test_ckpt_without_generator(tmp_path):

@@ -3,12 +3,16 @@
 Official LaMa / big-lama ``best.ckpt`` files are PyTorch-Lightning checkpoints: the generator's
 tensors sit under ``state_dict`` with the prefix ``generator.``, beside loss modules
 (``loss_resnet_pl.*``) and sometimes a discriminator. They are read with
-``torch.load(weights_only=True)``: no arbitrary code is unpickled.
+``torch.load(weights_only=True)``: no arbitrary code is unpickled. When that refuses the file
+because it also pickles non-tensor objects (OmegaConf configs, paths, numpy scalars),
+:mod:`.tensor_unpickler` reads it again with those objects as inert placeholders, which is just
+as safe, and the metadata names what was skipped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -18,6 +22,9 @@ import torch
 
 from ..fsutil import atomic_output
 from .generator import CONFIGS, Generator, GeneratorConfig
+from .tensor_unpickler import load_tensors_only
+
+log = logging.getLogger(__name__)
 
 GENERATOR_PREFIX = "generator."
 SAFETENSORS_EXT = (".safetensors",)
@@ -73,12 +80,20 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    skipped: list[str] = []
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors come in many types
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True "
-                           f"({msg})") from None
+        if "Weights only load failed" not in msg:
+            raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({msg})") from None
+        try:
+            obj, skipped = load_tensors_only(path)
+        except Exception as e2:
+            msg2 = str(e2).strip().splitlines()[0] if str(e2).strip() else type(e2).__name__
+            raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True "
+                               f"({msg}), nor with untrusted objects skipped ({msg2})") from None
+        log.info("%s: skipped non-tensor objects without running them: %s", path, ", ".join(skipped))
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         state = obj["state_dict"]
     elif isinstance(obj, dict):
@@ -86,6 +101,8 @@ def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     else:
         raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a state dict")
     meta = {"source": f"imported from {path.name}"}
+    if skipped:
+        meta["skipped_objects"] = ", ".join(skipped)
     if isinstance(obj, dict) and "global_step" in obj:
         meta["step"] = str(obj["global_step"])
     return state, meta
