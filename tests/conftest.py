@@ -28,11 +28,40 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def make_model(config: str = "tiny", seed: int = 0):
+def liven(model: torch.nn.Module, logit_std: float = 1.5) -> torch.nn.Module:
+    """Make a random generator behave numerically like a trained one.
+
+    PyTorch's default conv init shrinks activations layer after layer: a random generator outputs
+    0.5 +- 0.005 everywhere, so a parity check at 1e-4 on it is ~50x weaker than it looks. He-scaled
+    convs (x sqrt(6)) keep activations at their size, as in a trained LaMa, and the last conv is
+    scaled so the logits have std ``logit_std`` on a photo: outputs then span most of [0, 1].
+    """
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                m.weight.mul_(6**0.5)
+        last = model.model[-2]
+        img = torch.from_numpy(load_rgb(SAMPLES / "mate-dune.jpg", (64, 96)).transpose(2, 0, 1)[None].copy())
+        mask = torch.zeros(1, 1, 64, 96)
+        mask[..., 16:48, 24:72] = 1
+        seen: list[torch.Tensor] = []
+        hook = last.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        model(img, mask)
+        hook.remove()
+        scale = logit_std / seen[0].std().item()
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
+    return model
+
+
+def make_model(config: str = "tiny", seed: int = 0, lively: bool = True):
+    """A seeded random generator in eval mode, with random BatchNorm statistics and (``lively``)
+    trained-like activation scales: see :func:`liven`."""
     from glama_deploy.model import build_generator
 
     torch.manual_seed(seed)
-    return randomize_bn(build_generator(config), seed).eval()
+    model = randomize_bn(build_generator(config), seed).eval()
+    return liven(model) if lively else model
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,8 @@ def quick_report(tmp_path_factory, request) -> tuple[Path, dict, float]:
     import time
 
     out = tmp_path_factory.mktemp("bench")
-    cache = request.config.cache.mkdir("glama-benchmarks") if request.config.cache else out / "cache"
+    cache_plugin = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    cache = cache_plugin.mkdir("glama-benchmarks") if cache_plugin else out / "cache"
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, str(RUN), "--quick", "--out", str(out), "--cache-dir", str(cache)],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)

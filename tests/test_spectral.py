@@ -48,6 +48,7 @@ def test_whole_generator_backends_agree(config, hw):
     with torch.no_grad():
         a = model(img, mask)
         b = model.set_spectral_backend("matmul")(img, mask)
+    assert a[mask.expand_as(a) > 0].std() > 0.05  # the fill varies (conftest.liven): a real comparison
     assert (a - b).abs().max().item() <= 1e-4
     assert model.spectral_backend == "matmul"
     after = model.state_dict()
