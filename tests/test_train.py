@@ -237,6 +237,56 @@ def test_exact_resume_is_bit_identical(photos, tmp_path):
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
+def test_init_weights_fine_tunes_from_our_weights_and_official_checkpoints(photos, tmp_path):
+    """model.init_weights: G strictly from a .safetensors or a Lightning .ckpt (official LaMa layout,
+    with a config object weights_only refuses); D from the .ckpt when it has a fitting one."""
+    from glama_deploy.model import Generator
+    from glama_deploy.model.weights import load_generator, save_weights
+    from training.discriminator import NLayerDiscriminator
+    from training.train import Trainer
+
+    torch.manual_seed(1)
+    g = Generator("tiny")
+    for m in g.modules():  # non-default statistics, so a fresh G cannot pass for the loaded one
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+    d = NLayerDiscriminator(ndf=16, n_layers=3)
+    st = save_weights(g, tmp_path / "g.safetensors", step=7, source="test")
+
+    tr = Trainer(small_cfg(photos, tmp_path / "a", steps=2, extra=[f"model.init_weights={st}"]))
+    assert all(torch.equal(v, tr.G.state_dict()[k]) for k, v in g.state_dict().items())
+    assert tr.init_note == f"G from {st} (step 7), D fresh"
+    out = tr.fit()
+    _, meta = load_generator(out)
+    assert meta["init"] == tr.init_note and meta["step"] == "2"
+
+    ckpt = tmp_path / "best.ckpt"
+    state = {**{f"generator.{k}": v for k, v in g.state_dict().items()},
+             **{f"discriminator.{k}": v for k, v in d.state_dict().items()},
+             "loss_resnet_pl.impl.conv1.weight": torch.zeros(1)}
+    torch.save({"state_dict": state, "global_step": 1000, "hyper_parameters": {"config": Path("lama.yaml")}}, ckpt)
+    tr = Trainer(small_cfg(photos, tmp_path / "b", steps=0, extra=[f"model.init_weights={ckpt}"]))
+    assert all(torch.equal(v, tr.G.state_dict()[k]) for k, v in g.state_dict().items())
+    assert all(torch.equal(v, tr.D.state_dict()[k]) for k, v in d.state_dict().items())
+    assert tr.init_note == f"G from {ckpt} (step 1000), D from the same file"
+    # a discriminator of another width is skipped, not half-loaded
+    tr = Trainer(small_cfg(photos, tmp_path / "c", steps=0, extra=[f"model.init_weights={ckpt}",
+                                                                   "model.disc_ndf=8"]))
+    assert tr.init_note.endswith("D fresh (the file's discriminator does not fit model.disc_*)")
+    # the resumed run keeps its init note; a wrong architecture is a one-line config error
+    resumed = Trainer(small_cfg(photos, tmp_path / "a", steps=2), resume=tmp_path / "a" / "checkpoints" / "last.pt")
+    assert resumed.init_note == f"G from {st} (step 7), D fresh"
+    big = save_weights(Generator(get_config_named("tiny", ngf=8)), tmp_path / "other.safetensors", step=0, source="t")
+    with pytest.raises(ConfigError, match="model.init_weights: .*other.safetensors: does not match generator 'tiny'"):
+        Trainer(small_cfg(photos, tmp_path / "d", steps=0, extra=[f"model.init_weights={big}"]))
+
+
+def get_config_named(name: str, **overrides):
+    from glama_deploy.model.generator import get_config
+
+    return get_config(name, **overrides)
+
+
 def test_refine_mode_trains_on_coarse_fill(photos, tmp_path):
     from glama_deploy.model import Generator
     from glama_deploy.model.weights import load_generator, save_weights

@@ -36,6 +36,10 @@ class ModelConfig:
     name: str = "tiny"  # a glama_deploy.model CONFIGS name: tiny, lama-fourier, big-lama
     disc_ndf: int = 64  # PatchGAN width (LaMa: 64); smaller makes CPU runs of `tiny` affordable
     disc_layers: int = 4
+    # Fine-tuning: start G from these weights (our .safetensors, or an official LaMa / big-lama
+    # best.ckpt); D too when a .ckpt holds `discriminator.*` tensors of this D's shapes, else D starts
+    # fresh. Optimizers and step start anew; ignored when resuming (the checkpoint has everything).
+    init_weights: str = ""
 
 
 @dataclass

@@ -47,7 +47,15 @@ from torch.utils.data import DataLoader
 
 from glama_deploy.fsutil import atomic_output, atomic_write_bytes
 from glama_deploy.model import Generator, get_config
-from glama_deploy.model.weights import WeightsError, load_generator, save_weights
+from glama_deploy.model.weights import (
+    WeightsError,
+    discriminator_state,
+    load_generator,
+    load_state_into,
+    read_weights,
+    save_weights,
+    state_dict_problems,
+)
 from training.config import ConfigError, RunConfig, config_from_dict, dump_config, load_config
 from training.data import (
     DataError,
@@ -286,6 +294,10 @@ class Trainer:
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=self.amp)
 
+        self.init_note = ""
+        if cfg.model.init_weights and not resume:
+            self.init_note = self._init_from(cfg.model.init_weights)
+
         self.step = 0
         self.elapsed_before = 0.0  # wall-clock seconds of previous segments of this run
         self.commands: list[str] = []  # command lines of previous segments (resumes)
@@ -322,6 +334,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "world_size": self.d.world,
             "commands": self.commands + [self.command],
+            "init": self.init_note,
             "last_logs": self.last_logs,
             "last_val": self.last_val,
             "elapsed_s": self.elapsed_before + (time.time() - self.t_start if hasattr(self, "t_start") else 0),
@@ -349,6 +362,7 @@ class Trainer:
         self.step = int(ck["step"])
         self.elapsed_before = float(ck.get("elapsed_s", 0.0))
         self.commands = [str(c) for c in ck.get("commands", [])]
+        self.init_note = str(ck.get("init", ""))
         self._resumed_logs = (dict(ck.get("last_logs", {})), dict(ck.get("last_val", {})))
         set_rng_state(ck["rng"])
         if ck.get("world_size", 1) != self.d.world and self.d.main:
@@ -356,6 +370,25 @@ class Trainer:
                         "original run", ck.get("world_size"), self.d.world)
         if self.d.main:
             log.info("resumed from %s at step %d", path, self.step)
+
+    def _init_from(self, path: str | Path) -> str:
+        """Load G (strictly) and, when the file has a matching one, D from a weights file; return a
+        note for the log and the exported metadata."""
+        try:
+            state, meta = read_weights(path)
+            load_state_into(self.G, state, path)
+        except WeightsError as e:
+            raise ConfigError(f"model.init_weights: {e}") from None
+        note = f"G from {path}" + (f" (step {meta['step']})" if meta.get("step") else "")
+        d_state = discriminator_state(path)
+        if d_state and not state_dict_problems(self.D.state_dict(), d_state):
+            self.D.load_state_dict(d_state)
+            note += ", D from the same file"
+        else:
+            note += ", D fresh" + (" (the file's discriminator does not fit model.disc_*)" if d_state else "")
+        if self.d.main:
+            log.info("initialised %s", note)
+        return note
 
     # ------------------------------------------------------------------ one step
     def _autocast(self):
@@ -560,6 +593,7 @@ class Trainer:
             "training_config": cfg.to_dict(),
             "training_data": {"root": cfg.data.root, "train_images": len(self.train_paths),
                               "holdout": [p.name for p in self.val_paths], "crop": cfg.data.crop},
+            "init": self.init_note or "random",
             "mask_policy": cfg.masks.policy,
             "losses": loss_terms(cfg, self.perceptual_on),
             "perceptual": (f"on ({cfg.perceptual_weights})" if self.perceptual_on

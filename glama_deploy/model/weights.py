@@ -116,6 +116,17 @@ def extract_generator_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if k.startswith("model.")}
 
 
+def discriminator_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The ``discriminator.*`` tensors of a Lightning checkpoint, prefix stripped ({} if none, or for
+    safetensors files, which hold a generator only). Used to fine-tune from official checkpoints."""
+    path = Path(path)
+    if path.suffix not in TORCH_EXT:
+        return {}
+    state, _ = _read_torch(path)
+    prefix = "discriminator."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and torch.is_tensor(v)}
+
+
 def infer_config(state: dict[str, torch.Tensor], path: Path | str = "") -> GeneratorConfig:
     """Recover the architecture from tensor shapes (for checkpoints without our metadata)."""
     try:
