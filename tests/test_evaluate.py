@@ -168,3 +168,36 @@ def test_bad_inputs_are_one_line_errors(setup, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_opencv_baseline_rows(setup, tmp_path, capsys):
+    """--baseline telea|ns: OpenCV's classical inpainting through the same report, for comparison."""
+    import cv2
+
+    from training.baselines import OpenCVInpaintEngine
+    from training.evaluate import main
+
+    _, photos, masks, _ = setup
+    out = tmp_path / "telea"
+    assert main(["--baseline", "telea", "--images", str(photos), "--masks", str(masks), "--out", str(out), "-q"]) == 0
+    rep = json.loads((tmp_path / "telea.json").read_text())
+    assert rep["engine"] == "opencv-telea" and rep["weights_metadata"] == {}
+    assert all(8 < row["psnr"] < 60 for row in rep["types"].values())
+    assert rep["types"]["thin"]["psnr"] > rep["types"]["expand"]["psnr"]
+    assert "# Evaluation: opencv-telea" in (tmp_path / "telea.md").read_text()
+
+    # the engine is cv2.inpaint on the 8-bit image, known pixels untouched, any size (no padding)
+    rgb = cv2.imread(str(photos / PHOTOS[0]))[:61, :77, ::-1]
+    hole = np.zeros(rgb.shape[:2], np.uint8)
+    hole[20:40, 10:50] = 1
+    x = (rgb.astype(np.float32) / 255).transpose(2, 0, 1)[None]
+    for method, flag in (("telea", cv2.INPAINT_TELEA), ("ns", cv2.INPAINT_NS)):
+        got = OpenCVInpaintEngine(method)(x, hole[None, None].astype(np.float32))
+        ref = cv2.inpaint(np.ascontiguousarray(rgb), hole, 5, flag).astype(np.float32) / 255
+        assert got.shape == x.shape
+        assert np.array_equal(got[0].transpose(1, 2, 0)[hole > 0], ref[hole > 0])
+        assert np.array_equal(got[0][:, hole == 0], x[0][:, hole == 0])
+    with pytest.raises(SystemExit):  # weights and baseline are exclusive
+        main(["--baseline", "ns", "--weights", "w.safetensors", "--images", str(photos), "--masks", str(masks),
+              "--out", str(tmp_path / "x")])
+    assert "not allowed with" in capsys.readouterr().err

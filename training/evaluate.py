@@ -2,6 +2,7 @@
 
     python -m training.evaluate --weights glama_deploy/assets/glama-tiny.safetensors \\
         --images held_out/ --masks masks256/ --out reports/glama-tiny
+    python -m training.evaluate --baseline telea --images held_out/ --masks masks256/ --out reports/telea
 
 ``--masks`` is a fixed mask set written by ``python -m training.masks --out DIR --size 256
 --per-type N``. Every image is resized and center-cropped to the mask size, inpainted with every
@@ -63,25 +64,39 @@ def _to_nchw(imgs: list[np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(np.stack(imgs).transpose(0, 3, 1, 2), dtype=np.float32)
 
 
-def evaluate(weights: str | Path, images: str | Path, masks: str | Path, lpips_weights: str | None = None,
+def evaluate(weights: str | Path | None, images: str | Path, masks: str | Path, lpips_weights: str | None = None,
              fid_weights: str | None = None, engine: str = "auto", device: str = "cpu",
              threads: int | None = None, pairing: str = "all", batch: int = 8, max_images: int = 0,
-             include: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the evaluation and return the report dict (see :func:`write_report`)."""
+             include: list[str] | None = None, progress: bool = True,
+             baseline: str | None = None) -> dict[str, Any]:
+    """Run the evaluation and return the report dict (see :func:`write_report`).
+
+    ``baseline`` ('telea' or 'ns') evaluates OpenCV's classical inpainting instead of ``weights``.
+    """
     from glama_deploy.engines import create_engine
     from training.masks import load_mask_set, read_manifest
 
-    weights = Path(weights)
-    if not weights.is_file():
-        raise InputError(f"{weights}: weights file not found")
+    if (weights is None) == (baseline is None):
+        raise InputError("give either weights or a baseline, not both or neither")
+    if baseline is None:
+        weights = Path(weights)
+        if not weights.is_file():
+            raise InputError(f"{weights}: weights file not found")
     man = read_manifest(masks)
     mask_files = load_mask_set(masks)
     h, w = man["size"]
     imgs = load_images(images, h, w, max_images, include)
     lp = load_lpips(lpips_weights) if lpips_weights else None
     fid_net = load_fid_extractor(fid_weights) if fid_weights else None
-    kind = engine_kind(weights) if engine == "auto" else engine
-    eng = create_engine(kind, str(weights), device=device, threads=threads)
+    if baseline is not None:
+        from training.baselines import OpenCVInpaintEngine
+
+        eng = OpenCVInpaintEngine(baseline)
+        kind = eng.name
+        weights = f"baseline: OpenCV {baseline} (cv2.inpaint, radius {eng.radius})"
+    else:
+        kind = engine_kind(weights) if engine == "auto" else engine
+        eng = create_engine(kind, str(weights), device=device, threads=threads)
     meta = getattr(eng, "metadata", {}) or {}
 
     pairs_total = sum(len(v) * (len(imgs) if pairing == "all" else 1) for v in mask_files.values())
@@ -155,10 +170,13 @@ def _fmt(v: float | None, digits: int) -> str:
 
 def to_markdown(rep: dict[str, Any], title: str | None = None) -> str:
     types = list(rep["types"])
-    lines = [f"# {title or 'Evaluation: ' + Path(rep['weights']).name}", ""]
     md = rep.get("weights_metadata", {})
-    lines.append(f"- weights: `{rep['weights']}` ({md.get('config', '?')}, step {md.get('step', '?')}), "
-                 f"engine {rep['engine']}")
+    if rep["engine"].startswith("opencv-"):
+        lines = [f"# {title or 'Evaluation: ' + rep['engine']}", "", f"- {rep['weights']}"]
+    else:
+        lines = [f"# {title or 'Evaluation: ' + Path(rep['weights']).name}", ""]
+        lines.append(f"- weights: `{rep['weights']}` ({md.get('config', '?')}, step {md.get('step', '?')}), "
+                     f"engine {rep['engine']}")
     lines.append(f"- images: {len(rep['images'])} from `{rep['image_folder']}`, resized/center-cropped to "
                  f"{rep['mask_size'][1]}x{rep['mask_size'][0]}")
     lines.append(f"- masks: `{rep['mask_set']}` ({rep['masks_per_type']} per type, seed {rep['mask_seed']}), "
@@ -194,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.evaluate",
         description="Per-mask-type evaluation (PSNR, SSIM; LPIPS/FID with local weights) of a generator "
                     "on a folder of images and a fixed mask set; writes OUT.json and OUT.md.")
-    ap.add_argument("--weights", required=True, help=".safetensors/.ckpt (torch engine) or .onnx (onnxruntime)")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--weights", help=".safetensors/.ckpt (torch engine) or .onnx (onnxruntime)")
+    which.add_argument("--baseline", choices=("telea", "ns"),
+                       help="evaluate OpenCV's classical inpainting (cv2.inpaint) instead, for comparison")
     ap.add_argument("--images", required=True, help="folder of evaluation images (searched recursively)")
     ap.add_argument("--masks", required=True, help="mask set directory from python -m training.masks")
     ap.add_argument("--out", required=True, help="report path without extension (OUT.json, OUT.md)")
@@ -222,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         rep = evaluate(args.weights, args.images, args.masks, args.lpips_weights, args.fid_weights,
                        engine=args.engine, device=args.device, threads=args.threads, pairing=args.pairing,
                        batch=args.batch, max_images=args.max_images, include=args.include,
-                       progress=not (args.quiet or args.json))
+                       progress=not (args.quiet or args.json), baseline=args.baseline)
         js, md = write_report(rep, args.out)
     except (InputError, DataError, MaskSetError, MetricWeightsError, WeightsError, EngineError) as e:
         print(f"error: {e}", file=sys.stderr)
