@@ -49,10 +49,11 @@ from glama_deploy.fsutil import atomic_output, atomic_write_bytes
 from glama_deploy.model import Generator, get_config
 from glama_deploy.model.weights import (
     WeightsError,
-    discriminator_state,
+    extract_discriminator_state,
+    extract_generator_state,
     load_generator,
     load_state_into,
-    read_weights,
+    read_state,
     save_weights,
     state_dict_problems,
 )
@@ -375,12 +376,12 @@ class Trainer:
         """Load G (strictly) and, when the file has a matching one, D from a weights file; return a
         note for the log and the exported metadata."""
         try:
-            state, meta = read_weights(path)
-            load_state_into(self.G, state, path)
+            state, meta = read_state(path)  # one read serves G and D (a big-lama .ckpt is ~400 MB)
+            load_state_into(self.G, extract_generator_state(state), path)
         except WeightsError as e:
             raise ConfigError(f"model.init_weights: {e}") from None
         note = f"G from {path}" + (f" (step {meta['step']})" if meta.get("step") else "")
-        d_state = discriminator_state(path)
+        d_state = extract_discriminator_state(state)
         if d_state and not state_dict_problems(self.D.state_dict(), d_state):
             self.D.load_state_dict(d_state)
             note += ", D from the same file"

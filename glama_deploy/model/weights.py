@@ -116,13 +116,9 @@ def extract_generator_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if k.startswith("model.")}
 
 
-def discriminator_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The ``discriminator.*`` tensors of a Lightning checkpoint, prefix stripped ({} if none, or for
-    safetensors files, which hold a generator only). Used to fine-tune from official checkpoints."""
-    path = Path(path)
-    if path.suffix not in TORCH_EXT:
-        return {}
-    state, _ = _read_torch(path)
+def extract_discriminator_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The ``discriminator.*`` tensors of a file's state (from :func:`read_state`), prefix stripped;
+    {} when there are none (our safetensors hold a generator only). For fine-tuning from LaMa."""
     prefix = "discriminator."
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and torch.is_tensor(v)}
 
@@ -147,18 +143,22 @@ def infer_config(state: dict[str, torch.Tensor], path: Path | str = "") -> Gener
     return GeneratorConfig("custom", ngf=ngf, n_downsampling=nd, n_blocks=n_blocks)
 
 
-def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Return (generator state dict without prefix, metadata) from a safetensors or LaMa checkpoint."""
+def read_state(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
+    """Return (the file's whole state dict, as stored, metadata) from a safetensors or LaMa checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     if path.suffix in SAFETENSORS_EXT:
-        state, meta = _read_safetensors(path)
-    elif path.suffix in TORCH_EXT:
-        state, meta = _read_torch(path)
-    else:
-        raise WeightsError(f"{path}: unknown weights format '{path.suffix}' "
-                           f"(use {', '.join(SAFETENSORS_EXT + TORCH_EXT)})")
+        return _read_safetensors(path)
+    if path.suffix in TORCH_EXT:
+        return _read_torch(path)
+    raise WeightsError(f"{path}: unknown weights format '{path.suffix}' "
+                       f"(use {', '.join(SAFETENSORS_EXT + TORCH_EXT)})")
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Return (generator state dict without prefix, metadata) from a safetensors or LaMa checkpoint."""
+    state, meta = read_state(path)
     return extract_generator_state(state), meta
 
 
