@@ -240,7 +240,7 @@ def test_exact_resume_is_bit_identical(photos, tmp_path):
 def test_init_weights_fine_tunes_from_our_weights_and_official_checkpoints(photos, tmp_path):
     """model.init_weights: G strictly from a .safetensors or a Lightning .ckpt (official LaMa layout,
     with a config object weights_only refuses); D from the .ckpt when it has a fitting one."""
-    from glama_deploy.model import Generator
+    from glama_deploy.model import Generator, get_config
     from glama_deploy.model.weights import load_generator, save_weights
     from training.discriminator import NLayerDiscriminator
     from training.train import Trainer
@@ -276,15 +276,9 @@ def test_init_weights_fine_tunes_from_our_weights_and_official_checkpoints(photo
     # the resumed run keeps its init note; a wrong architecture is a one-line config error
     resumed = Trainer(small_cfg(photos, tmp_path / "a", steps=2), resume=tmp_path / "a" / "checkpoints" / "last.pt")
     assert resumed.init_note == f"G from {st} (step 7), D fresh"
-    big = save_weights(Generator(get_config_named("tiny", ngf=8)), tmp_path / "other.safetensors", step=0, source="t")
+    other = save_weights(Generator(get_config("tiny", ngf=8)), tmp_path / "other.safetensors", step=0, source="t")
     with pytest.raises(ConfigError, match="model.init_weights: .*other.safetensors: does not match generator 'tiny'"):
-        Trainer(small_cfg(photos, tmp_path / "d", steps=0, extra=[f"model.init_weights={big}"]))
-
-
-def get_config_named(name: str, **overrides):
-    from glama_deploy.model.generator import get_config
-
-    return get_config(name, **overrides)
+        Trainer(small_cfg(photos, tmp_path / "d", steps=0, extra=[f"model.init_weights={other}"]))
 
 
 def test_refine_mode_trains_on_coarse_fill(photos, tmp_path):

@@ -6,6 +6,7 @@ type; ``python -m training.evaluate --baseline telea`` puts the number beside th
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from glama_deploy.engines.base import BaseEngine
@@ -23,8 +24,6 @@ class OpenCVInpaintEngine(BaseEngine):
     multiple = 1  # no padding: a classical method works at any size
 
     def __init__(self, method: str = "telea", radius: int = 5) -> None:
-        import cv2
-
         if method not in BASELINES:
             raise ValueError(f"unknown baseline {method!r}; known: {', '.join(BASELINES)}")
         self.flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
@@ -32,8 +31,6 @@ class OpenCVInpaintEngine(BaseEngine):
         self.name = f"opencv-{method}"
 
     def _run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        import cv2
-
         out = np.empty_like(image)
         for i in range(image.shape[0]):
             rgb = np.clip(np.rint(image[i].transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)

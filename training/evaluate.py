@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from glama_deploy.io import InputError, atomic_write_bytes, read_mask
+from training.baselines import BASELINES, OpenCVInpaintEngine
 from training.data import DataError, center_crop, find_images, read_rgb_u8
 from training.metrics import MetricWeightsError, frechet_distance, load_fid_extractor, load_lpips, psnr, ssim
 
@@ -89,8 +90,6 @@ def evaluate(weights: str | Path | None, images: str | Path, masks: str | Path, 
     lp = load_lpips(lpips_weights) if lpips_weights else None
     fid_net = load_fid_extractor(fid_weights) if fid_weights else None
     if baseline is not None:
-        from training.baselines import OpenCVInpaintEngine
-
         eng = OpenCVInpaintEngine(baseline)
         kind = eng.name
         weights = f"baseline: OpenCV {baseline} (cv2.inpaint, radius {eng.radius})"
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                     "on a folder of images and a fixed mask set; writes OUT.json and OUT.md.")
     which = ap.add_mutually_exclusive_group(required=True)
     which.add_argument("--weights", help=".safetensors/.ckpt (torch engine) or .onnx (onnxruntime)")
-    which.add_argument("--baseline", choices=("telea", "ns"),
+    which.add_argument("--baseline", choices=BASELINES,
                        help="evaluate OpenCV's classical inpainting (cv2.inpaint) instead, for comparison")
     ap.add_argument("--images", required=True, help="folder of evaluation images (searched recursively)")
     ap.add_argument("--masks", required=True, help="mask set directory from python -m training.masks")
