@@ -301,3 +301,100 @@ def test_load_mask_set_errors(tmp_path):
     (out / "manifest.json").write_text("{not json")
     with pytest.raises(MaskSetError, match="unreadable"):
         load_mask_set(out)
+
+
+# ------------------------------------------------------------------ against the reference rules
+# LaMa's evaluation generators (and NTIRE 2022's, which reuse them), written out from their rules
+# with numpy's legacy RandomState, independent of training.masks: the generator class passes
+# ``min_times + 1 + (max_times - min_times) * coef`` as max_times and the draw is
+# ``randint(min_times, max_times + 1)``; boxes get ``bbox_min + 1 + (bbox_max - bbox_min) * coef`` as
+# the exclusive maximum side; coef = 1 at evaluation; a mask over 50% is drawn again.
+
+def _ref_irregular(r, h, w, min_times, max_times, max_width, max_len, max_angle=4):
+    m = np.zeros((h, w), np.float32)
+    cur_max_times = int(min_times + 1 + (max_times - min_times))
+    for i in range(r.randint(min_times, cur_max_times + 1)):
+        sx, sy = r.randint(w), r.randint(h)
+        for _ in range(1 + r.randint(5)):
+            angle = 0.01 + r.randint(max_angle)
+            if i % 2 == 0:
+                angle = 2 * np.pi - angle
+            length = 10 + r.randint(max_len)
+            bw = 5 + r.randint(max_width)
+            ex = np.clip((sx + length * np.sin(angle)).astype(np.int32), 0, w)
+            ey = np.clip((sy + length * np.cos(angle)).astype(np.int32), 0, h)
+            cv2.line(m, (int(sx), int(sy)), (int(ex), int(ey)), 1.0, bw)
+            sx, sy = ex, ey
+    return m
+
+
+def _ref_boxes(r, h, w, margin, bbox_min, bbox_max, min_times, max_times):
+    m = np.zeros((h, w), np.float32)
+    bbox_max = min(int(bbox_min + 1 + (bbox_max - bbox_min)), h - margin * 2, w - margin * 2)
+    for _ in range(r.randint(min_times, max_times + 1)):
+        bw, bh = r.randint(bbox_min, bbox_max), r.randint(bbox_min, bbox_max)
+        x, y = r.randint(margin, w - margin - bw + 1), r.randint(margin, h - margin - bh + 1)
+        m[y:y + bh, x:x + bw] = 1
+    return m
+
+
+_REF_256 = {  # LaMa's random_{thin,medium,thick}_256.yaml
+    "thin": dict(irregular=dict(min_times=4, max_times=50, max_width=10, max_len=40)),
+    "medium": dict(irregular=dict(min_times=4, max_times=5, max_width=50, max_len=100),
+                   box=dict(margin=0, bbox_min=10, bbox_max=50, min_times=1, max_times=5)),
+    "thick": dict(irregular=dict(min_times=1, max_times=5, max_width=100, max_len=200),
+                  box=dict(margin=10, bbox_min=30, bbox_max=150, min_times=1, max_times=3)),
+}
+
+
+def _ref_mask(kind, r, h=256, w=256):
+    cfg = _REF_256[kind]
+    while True:  # MixedMaskGenerator: irregular weight 1, box 0.3
+        if "box" in cfg and r.rand() < 0.3 / 1.3:
+            m = _ref_boxes(r, h, w, **cfg["box"])
+        else:
+            m = _ref_irregular(r, h, w, **cfg["irregular"])
+        if 0 < m.mean() <= 0.5:
+            return m
+
+
+@pytest.mark.parametrize("kind", ["medium", "thick"])  # thin: the same rules, 4x slower to draw
+def test_stroke_hole_fraction_matches_reference_rules(kind):
+    """Mean hole fraction over 1500 draws equals the reference's within 3 standard errors (about
+    0.014). The old off-by-one (one stroke fewer, box sides one short) gave 0.221 for medium
+    against the reference's 0.234-0.239."""
+    n = 1500
+    ref = np.array([_ref_mask(kind, np.random.RandomState(s)).mean() for s in range(n)])
+    ours = np.array([MASK_TYPES[kind]()(256, 256, rng(10_000 + s)).mean() for s in range(n)])
+    se = np.sqrt(ref.var() / n + ours.var() / n)
+    assert abs(ours.mean() - ref.mean()) < 3 * se, (kind, ours.mean(), ref.mean(), se)
+
+
+def test_stroke_count_and_box_sides_reach_the_reference_maximum():
+    """Strokes: min_times..max_times + 1 inclusive; box sides: box_min..box_max inclusive."""
+    import dataclasses
+
+    from training.masks import draw_boxes, draw_irregular
+
+    class Recording:  # the first integers() call of draw_irregular is the number of strokes
+        def __init__(self, r):
+            self.r, self.values = r, []
+
+        def integers(self, *a, **k):
+            v = self.r.integers(*a, **k)
+            self.values.append(v)
+            return v
+
+    p = stroke_params("medium", 256)  # strokes 4..5 (so 4..6 drawn); boxes 10..50
+    counts = set()
+    for s in range(300):
+        rec = Recording(rng(s))
+        draw_irregular(256, 256, rec, p)
+        counts.add(int(rec.values[0]))
+    assert counts == set(range(p.min_times, p.max_times + 2))
+    one_box = dataclasses.replace(p, box_min_times=1, box_max_times=1)
+    sides = set()
+    for s in range(400):
+        ys, xs = np.nonzero(draw_boxes(256, 256, rng(s), one_box))
+        sides |= {int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)}
+    assert min(sides) == p.box_min and max(sides) == p.box_max

@@ -241,9 +241,15 @@ def stroke_params(kind: str, size: int) -> StrokeParams:
 
 
 def draw_irregular(h: int, w: int, rng: np.random.Generator, p: StrokeParams) -> np.ndarray:
-    """LaMa's irregular strokes (uint8 {0,1}): polylines of 1-5 thick segments drawn with cv2.line."""
+    """LaMa's irregular strokes (uint8 {0,1}): polylines of 1-5 thick segments drawn with cv2.line.
+
+    The number of strokes runs from ``min_times`` to ``max_times + 1`` inclusive, as in LaMa and the
+    NTIRE 2022 masks: their generator class passes ``min_times + 1 + (max_times - min_times) * coef``
+    on as the maximum (coef 1 at evaluation) and ``make_random_irregular_mask`` then draws
+    ``randint(min_times, max_times + 1)``.
+    """
     m = np.zeros((h, w), np.uint8)
-    for i in range(int(rng.integers(p.min_times, p.max_times + 1))):
+    for i in range(int(rng.integers(p.min_times, p.max_times + 2))):
         x, y = int(rng.integers(w)), int(rng.integers(h))
         for _ in range(1 + int(rng.integers(5))):
             angle = 0.01 + int(rng.integers(p.max_angle))
@@ -259,9 +265,11 @@ def draw_irregular(h: int, w: int, rng: np.random.Generator, p: StrokeParams) ->
 
 
 def draw_boxes(h: int, w: int, rng: np.random.Generator, p: StrokeParams) -> np.ndarray:
-    """LaMa's random rectangles (uint8 {0,1}); sides in [box_min, box_max) within a margin."""
+    """LaMa's random rectangles (uint8 {0,1}) within a margin; sides run from ``box_min`` to
+    ``box_max`` inclusive (LaMa's class passes ``bbox_min + 1 + (bbox_max - bbox_min) * coef`` as
+    the exclusive maximum of ``randint``), capped by the image less the margins."""
     margin = p.box_margin if min(h, w) - 2 * p.box_margin >= 2 else 0
-    hi = min(p.box_max, h - 2 * margin, w - 2 * margin)
+    hi = min(p.box_max + 1, h - 2 * margin, w - 2 * margin)
     lo = max(1, min(p.box_min, hi - 1))
     m = np.zeros((h, w), np.uint8)
     for _ in range(int(rng.integers(p.box_min_times, p.box_max_times + 1))):
