@@ -111,12 +111,16 @@ def test_lpips_and_fid_columns_with_local_weights(setup, tmp_path):
 
     weights, photos, masks, _ = setup
     torch.manual_seed(0)
-    lp = LPIPSAlex()
-    for i in range(5):  # LPIPS heads are non-negative
-        getattr(lp, f"lin{i}")[1].weight.data.abs_()
-    state = {k: v for k, v in lp.state_dict().items() if k not in ("shift", "scale")}
-    trunk = {k: v for k, v in state.items() if k.startswith("features.")}
-    heads = {k: v for k, v in state.items() if k.startswith("lin")}
+    # Stand-ins with the real files' key names and shapes: torchvision's alexnet-owt file (trunk +
+    # classifier, which is ignored) and the lpips package's weights/v0.1/alex.pth (heads
+    # `lin{i}.model.1.weight`, non-negative).
+    trunk = {}
+    for i, (cin, cout, k) in zip((0, 3, 6, 8, 10), ((3, 64, 11), (64, 192, 5), (192, 384, 3), (384, 256, 3),
+                                                    (256, 256, 3)), strict=True):
+        trunk[f"features.{i}.weight"] = torch.randn(cout, cin, k, k) * (2 / (cin * k * k)) ** 0.5
+        trunk[f"features.{i}.bias"] = torch.zeros(cout)
+    trunk["classifier.1.weight"] = torch.randn(16, 9216)
+    heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(LPIPSAlex.CHANNELS)}
     torch.save(trunk, tmp_path / "alexnet.pth")
     torch.save(heads, tmp_path / "alex.pth")
 
@@ -131,9 +135,15 @@ def test_lpips_and_fid_columns_with_local_weights(setup, tmp_path):
         assert row["lpips"] is not None and row["lpips"] > 0
         assert row["fid"] is not None and np.isfinite(row["fid"]) and row["fid"] >= 0
     assert rep["lpips"] == rep["fid"] == "computed"
-    # identical images: LPIPS distance 0
+    # the loader put those exact tensors in place; identical images are at distance 0
+    from training.metrics import load_lpips
+
+    lp = load_lpips(f"{tmp_path / 'alexnet.pth'},{tmp_path / 'alex.pth'}")
+    assert torch.equal(lp.lin2.model[1].weight, heads["lin2.model.1.weight"])
+    assert torch.equal(lp.features[3].weight, trunk["features.3.weight"])
     x = torch.rand(2, 3, 64, 64)
-    assert torch.allclose(lp.eval()(x, x), torch.zeros(2))
+    assert torch.allclose(lp(x, x), torch.zeros(2))
+    assert (lp(x, x.flip(-1)) > 0).all()
 
 
 def test_onnx_engine_matches_torch(setup, tiny_model, tiny_onnx, tmp_path):

@@ -40,6 +40,33 @@ def psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(1.0 / mse)
 
 
+def hole_psnr(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor,
+              data_range: float = 1.0) -> float:
+    """PSNR in dB over the hole pixels only (``mask`` HxW or broadcastable, nonzero = hole; images
+    HxWxC or CxHxW with the mask broadcast over channels). The known pixels of a composite are
+    exact and would only inflate the number by the known share of the image."""
+    p = torch.as_tensor(pred, dtype=torch.float64)
+    t = torch.as_tensor(target, dtype=torch.float64)
+    m = torch.as_tensor(mask, dtype=torch.float64)
+    if m.dim() == 2:
+        m = m[..., None] if p.shape[-1] in (1, 3) and p.shape[:2] == m.shape else m[None]
+    m = torch.broadcast_to(m != 0, p.shape)
+    if not bool(m.any()):
+        return 100.0
+    mse = ((p - t)[m] ** 2).mean().item()
+    if mse <= 1e-20:
+        return 100.0
+    return float(10.0 * np.log10(data_range**2 / mse))
+
+
+def hole_psnr_batch(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR (dB) over the hole pixels of (N,C,H,W) tensors; mask (N,1,H,W), 1 = hole."""
+    m = mask.double().expand_as(pred)
+    se = (((pred.double() - target.double()) ** 2) * m).flatten(1).sum(1)
+    mse = (se / m.flatten(1).sum(1).clamp_min(1)).clamp_min(1e-10)
+    return 10.0 * torch.log10(1.0 / mse)
+
+
 # ------------------------------------------------------------------------------------------ SSIM
 
 def _gaussian_kernel(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -106,6 +133,17 @@ def _read_state(paths: list[str | Path]) -> dict[str, torch.Tensor]:
     return state
 
 
+class _NetLin(nn.Module):
+    """One LPIPS head; the ``model`` attribute gives the lpips package's key ``lin{i}.model.1.weight``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
 class LPIPSAlex(nn.Module):
     """LPIPS v0.1 with the AlexNet trunk. State-dict keys: ``features.{0,3,6,8,10}.*`` (torchvision's
     ``alexnet`` file, e.g. ``alexnet-owt-7be5be79.pth``) and ``lin{0..4}.model.1.weight`` (the
@@ -123,7 +161,7 @@ class LPIPSAlex(nn.Module):
             nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
         )
         for i, c in enumerate(self.CHANNELS):
-            self.add_module(f"lin{i}", nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False)))
+            self.add_module(f"lin{i}", _NetLin(c))
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
         self.taps = (1, 4, 7, 9, 11)  # ReLU outputs feeding the five linear heads
