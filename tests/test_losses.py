@@ -294,6 +294,43 @@ def test_r1_linear_discriminator():
     assert torch.allclose(lin.weight.grad, 2 * coef * lin.weight + data, atol=1e-5)
 
 
+def test_r1_under_fp16_needs_the_loss_scale():
+    """In half precision the gradient of the logits with respect to the image underflows to 0 when
+    D's weights are small, and R1 silently vanishes; with the AMP loss scale passed in, the inner
+    backward runs on scaled logits and the penalty is right (what the trainer does under AMP)."""
+    w = torch.full((1, 3, 4, 4), 1e-3).half()
+    real = torch.rand(2, 3, 4, 4).half().requires_grad_(True)
+
+    def logits():  # d logit / d pixel = 1e-5 * 1e-3 = 1e-8: below fp16's smallest subnormal (6e-8)
+        return F.conv2d(real, w) * 1e-5
+
+    exact = 48 * (float(w[0, 0, 0, 0]) * 1e-5) ** 2  # ||gradient||^2 per sample
+    assert float(r1_penalty(logits(), real)) == 0.0  # unscaled: underflow
+    scaled = float(r1_penalty(logits(), real, grad_scale=1024.0))
+    assert math.isclose(scaled, exact, rel_tol=0.05), (scaled, exact)
+    # and the JointLoss path passes it through
+    seen = {}
+
+    class D(nn.Module):
+        def forward(self, x):
+            return (F.conv2d(x.half(), w) * 1e-5).float(), [x]
+
+    jl = JointLoss(LossConfig(r1=1.0, mask_as_fake_target=False), D())
+    orig = r1_penalty.__globals__["r1_penalty"]
+
+    def spy(lg, im, grad_scale=1.0):
+        seen["scale"] = grad_scale
+        return orig(lg, im, grad_scale)
+
+    r1_penalty.__globals__["r1_penalty"] = spy
+    try:
+        _, logs = jl.discriminator_loss(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), torch.ones(2, 1, 4, 4),
+                                        grad_scale=1024.0)
+    finally:
+        r1_penalty.__globals__["r1_penalty"] = orig
+    assert seen["scale"] == 1024.0 and logs["discr_r1"] > 0
+
+
 def test_feature_matching():
     g = torch.Generator().manual_seed(0)
     feats = [torch.rand(2, 4, 5, 5, generator=g), torch.rand(2, 8, 3, 3, generator=g)]

@@ -19,7 +19,21 @@ ffl              1        paper alpha_2 = 1
 lama             1        paper alpha_3 = 1
 ffl_alpha        1        paper eq. 9 alpha = 1; focal-frequency-loss default
 tv_beta          2        paper eq. 10 beta = 2
+perceptual       hrf      what fills LaMa's perceptual slot: ``hrf`` (the paper's HRF network,
+                          needs ``perceptual_weights``), ``recon`` (the substitute below), ``off``
+recon            10       weight of the substitute (ours; chosen on held-out photos)
+recon_scales     1,2,4,8  its scales
 ===============  =======  =====================================================================
+
+The substitute for the HRF perceptual loss (``perceptual: recon``), for everyone without the
+ADE20k ``encoder_epoch_20.pth``: a multi-scale L1 on the holes of the composite,
+``mean over s in recon_scales of |avgpool_s(comp) - avgpool_s(target)|`` weighted by the pooled
+hole mask and normalised by it (a mean over hole pixels). At scale 1 it is L1 on the hole pixels;
+at the coarser scales errors that do not average out -- a colour cast, a wrong brightness over a
+large hole -- weigh more than pixel noise, which is the job the HRF loss's deep features do in
+LaMa. Without any term inside the hole (LaMa sets the hole's L1 weight to 0), only the
+adversarial, feature-matching and frequency terms would supervise it. Held-out comparison
+against plain hole L1 and no substitute: training/README.md.
 
 The paper prints lambda_PL = 100 and lambda_fm = 30; LaMa's shipped configs have them the other
 way round (feature matching 100, perceptual 30). We default to the paper's numbers; set
@@ -55,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 TV_REDUCTIONS = ("mean", "sum")
+PERCEPTUAL = ("hrf", "recon", "off")
 
 
 @dataclass
@@ -78,9 +93,16 @@ class LossConfig:
     ffl_ave_spectrum: bool = False
     tv_beta: float = 2.0  # eq. 10
     tv_reduction: str = "mean"  # "mean" | "sum" (see module doc)
+    perceptual: str = "hrf"  # "hrf" | "recon" | "off" (see module doc)
+    recon: float = 10.0  # weight of the multi-scale hole L1 when perceptual == "recon"
+    recon_scales: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 4, 8])
 
     def __post_init__(self) -> None:
-        for f in ("l1_known", "l1_missing", "adv", "r1", "fm", "pl", "tv", "ffl", "lama"):
+        if self.perceptual not in PERCEPTUAL:
+            raise ValueError(f"loss.perceptual must be one of {PERCEPTUAL}, got {self.perceptual!r}")
+        if not self.recon_scales or any(int(s) != s or s < 1 for s in self.recon_scales):
+            raise ValueError(f"loss.recon_scales must be integers >= 1, got {self.recon_scales!r}")
+        for f in ("l1_known", "l1_missing", "adv", "r1", "fm", "pl", "tv", "ffl", "lama", "recon"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"loss.{f} must be a number >= 0, got {v!r}")
@@ -112,6 +134,25 @@ def l1_known_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return ((pred - target).abs() * weights).mean()
 
 
+def multiscale_hole_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                       scales: list[int] | tuple[int, ...] = (1, 2, 4, 8)) -> torch.Tensor:
+    """The HRF substitute: mean over ``scales`` of the L1 between the ``s x s`` average-pooled
+    composite and target, weighted by the pooled hole mask and normalised by it.
+
+    The composite (known pixels from the target) makes every difference come from the hole, so at
+    a coarse scale an error that is the same over a block (a colour cast) keeps its size while
+    noise averages out. A batch without holes gives 0.
+    """
+    comp = mask * pred + (1 - mask) * target
+    terms = []
+    for s in scales:
+        s = int(s)
+        p, t, m = (comp, target, mask) if s == 1 else (F.avg_pool2d(comp, s), F.avg_pool2d(target, s),
+                                                        F.avg_pool2d(mask, s))
+        terms.append(((p - t).abs() * m).sum() / (m.sum() * p.shape[1]).clamp(min=1e-8))
+    return torch.stack(terms).mean()
+
+
 def adversarial_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss ``mean(softplus(-D(fake)))`` (unweighted; no mask, as LaMa)."""
     return F.softplus(-fake_logits).mean()
@@ -124,15 +165,20 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch
     return F.interpolate(mask, size=tuple(size), mode="nearest")
 
 
-def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor, grad_scale: float = 1.0) -> torch.Tensor:
     """R1: mean over the batch of ``||d sum(D(real)) / d real||^2`` (graph kept for D's update).
 
     ``real_images`` must require grad and be the tensor ``real_logits`` were computed from.
     Returns 0 when autograd is off (e.g. validation under ``torch.no_grad``).
+    ``grad_scale``: under mixed precision, the AMP loss scale. The inner backward pass runs on
+    ``sum(D(real)) * grad_scale`` and its gradient is divided by it afterwards (in float32), as
+    PyTorch's AMP recipe for gradient penalties does: without it, fp16 gradients of the logits with
+    respect to the image underflow to 0 and the penalty silently vanishes.
     """
     if not torch.is_grad_enabled():
         return real_logits.new_zeros(())
-    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
+    (grad,) = torch.autograd.grad(real_logits.sum() * grad_scale, real_images, create_graph=True)
+    grad = grad.float() / grad_scale
     return grad.reshape(grad.shape[0], -1).pow(2).sum(dim=1).mean()
 
 
@@ -228,7 +274,8 @@ def total_variation_loss(x: torch.Tensor, beta: float = 2.0, reduction: str = "m
 
 # --------------------------------------------------------------------------- joint loss
 
-GEN_LOG_KEYS = ("gen_l1", "gen_adv", "gen_fm", "gen_pl", "gen_lama", "gen_tv", "gen_ffl", "gen_total")
+GEN_LOG_KEYS = ("gen_l1", "gen_adv", "gen_fm", "gen_pl", "gen_recon", "gen_lama", "gen_tv", "gen_ffl",
+                "gen_total")
 DISCR_LOG_KEYS = ("discr_real", "discr_fake", "discr_r1", "discr_total", "discr_real_out", "discr_fake_out")
 
 
@@ -247,7 +294,7 @@ class JointLoss(nn.Module):
     raw prediction (B,3,H,W) in [0,1], the ground truth, and the mask (B,1,H,W), 1 = hole, and
     return ``(loss, logs)``; ``logs`` always holds every key of ``GEN_LOG_KEYS`` /
     ``DISCR_LOG_KEYS`` as floats (0.0 for a term that is off). Generator logs are weighted
-    contributions: ``gen_lama = gen_l1 + gen_adv + gen_fm + gen_pl`` and
+    contributions: ``gen_lama = gen_l1 + gen_adv + gen_fm + gen_pl + gen_recon`` and
     ``gen_total = gen_tv + gen_ffl + lama * gen_lama``.
 
     The discriminator is run (and its BatchNorm statistics updated) in both steps, as in LaMa.
@@ -255,7 +302,8 @@ class JointLoss(nn.Module):
     zero D's gradients before its own step (LaMa does the same; toggling ``requires_grad`` instead
     breaks a DDP-wrapped D that expects gradients for all its parameters).
     The perceptual network is a registered submodule (moved by ``.to``); it is frozen and stays
-    in eval mode. With ``perceptual=None`` the PL term is off whatever ``cfg.pl`` says.
+    in eval mode. The PL term runs only with ``cfg.perceptual == "hrf"`` and a network; the
+    substitute (``gen_recon``) only with ``cfg.perceptual == "recon"``.
     """
 
     def __init__(self, cfg: LossConfig, discriminator: nn.Module, perceptual: nn.Module | None = None) -> None:
@@ -268,16 +316,20 @@ class JointLoss(nn.Module):
         """Names of the generator terms that contribute (for a start-of-training log line)."""
         c = self.cfg
         on = {"l1": c.lama > 0 and (c.l1_known > 0 or c.l1_missing > 0), "adv": c.lama > 0 and c.adv > 0,
-              "fm": c.lama > 0 and c.fm > 0, "pl": c.lama > 0 and c.pl > 0 and self.perceptual is not None,
+              "fm": c.lama > 0 and c.fm > 0, "pl": c.lama > 0 and c.pl > 0 and self._hrf_on(),
+              "recon": c.lama > 0 and c.recon > 0 and c.perceptual == "recon",
               "tv": c.tv > 0, "ffl": c.ffl > 0}
         return [k for k, v in on.items() if v]
+
+    def _hrf_on(self) -> bool:
+        return self.cfg.perceptual == "hrf" and self.perceptual is not None
 
     def generator_loss(self, pred: torch.Tensor, target: torch.Tensor,
                        mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         _check_shapes(pred, target, mask)
         c = self.cfg
         zero = pred.new_zeros(())
-        l1 = adv = fm = pl = tv = ffl = zero
+        l1 = adv = fm = pl = recon = tv = ffl = zero
         if c.lama > 0:
             if c.l1_known > 0 or c.l1_missing > 0:
                 l1 = l1_known_loss(pred, target, mask, c.l1_known, c.l1_missing)
@@ -289,20 +341,23 @@ class JointLoss(nn.Module):
                     with torch.no_grad():
                         _, real_feats = self.discriminator(target)
                     fm = c.fm * feature_matching_loss(fake_feats, real_feats)
-            if c.pl > 0 and self.perceptual is not None:
+            if c.pl > 0 and self._hrf_on():
                 pl = c.pl * self.perceptual(pred, target)
-        lama = l1 + adv + fm + pl
+            if c.recon > 0 and c.perceptual == "recon":
+                recon = c.recon * multiscale_hole_l1(pred, target, mask, c.recon_scales)
+        lama = l1 + adv + fm + pl + recon
         if c.tv > 0:
             tv = c.tv * total_variation_loss(pred, c.tv_beta, c.tv_reduction)
         if c.ffl > 0:
             ffl = c.ffl * focal_frequency_loss(pred, target, c.ffl_alpha, c.ffl_patch_factor, c.ffl_log_matrix,
                                                c.ffl_batch_matrix, c.ffl_ave_spectrum)
         total = tv + ffl + c.lama * lama
-        vals = (l1, adv, fm, pl, lama, tv, ffl, total)
+        vals = (l1, adv, fm, pl, recon, lama, tv, ffl, total)
         return total, {k: float(v.detach()) for k, v in zip(GEN_LOG_KEYS, vals, strict=True)}
 
-    def discriminator_loss(self, pred: torch.Tensor, target: torch.Tensor,
-                           mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def discriminator_loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                           grad_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """``grad_scale``: the AMP loss scale, for R1's inner backward pass (see :func:`r1_penalty`)."""
         _check_shapes(pred, target, mask)
         c = self.cfg
         fake_in = pred.detach()
@@ -312,7 +367,7 @@ class JointLoss(nn.Module):
             real_in = real_in.clone().requires_grad_(True)
         real_logits, _ = self.discriminator(real_in)
         fake_logits, _ = self.discriminator(fake_in)
-        r1 = r1_penalty(real_logits, real_in) if use_r1 else 0.0
+        r1 = r1_penalty(real_logits, real_in, grad_scale) if use_r1 else 0.0
         total, parts = discriminator_loss(real_logits, fake_logits, mask, r1, c.r1, c.mask_as_fake_target)
         logs = {"discr_real": parts["real"], "discr_fake": parts["fake"], "discr_r1": parts["r1"],
                 "discr_total": total, "discr_real_out": real_logits.mean(), "discr_fake_out": fake_logits.mean()}
