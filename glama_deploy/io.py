@@ -28,6 +28,24 @@ MIN_SIDE = 8
 MAX_PIXELS = 100_000_000  # ~ 12k x 8k; bigger is almost certainly a mistake
 
 
+def truncation_problem(data: bytes) -> str | None:
+    """Why a JPEG or PNG file's bytes are cut short, or None (other formats: None).
+
+    OpenCV decodes a truncated JPEG without an error (libjpeg warns "Premature end of JPEG file",
+    naming no file) and fills the missing part with grey. A complete JPEG has an end-of-image
+    marker after its last start-of-scan (entropy-coded data cannot hold FF D9); a complete PNG
+    ends with its IEND chunk.
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        sos = data.rfind(b"\xff\xda")
+        if sos < 0 or data.rfind(b"\xff\xd9") < sos:
+            return "truncated or corrupt JPEG (no end-of-image marker after the image data)"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        if b"IEND" not in data[-64:]:
+            return "truncated or corrupt PNG (no IEND chunk at the end)"
+    return None
+
+
 class InputError(ValueError):
     """Bad user input; the message is one line and names the file."""
 

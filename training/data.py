@@ -10,6 +10,7 @@ the batches an uninterrupted run sees from step k on.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from glama_deploy.io import truncation_problem
+
+log = logging.getLogger("training.data")
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -26,48 +31,89 @@ class DataError(ValueError):
     """A bad image folder / holdout list / image file; the message names it."""
 
 
-def find_images(root: str | Path) -> list[Path]:
-    """All images under ``root`` (recursive, sorted). Clear error for a missing or empty folder."""
-    root = Path(root)
-    if not str(root) or not root.exists():
-        raise DataError(f"{root}: image folder not found (set data.root)")
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    if not paths:
-        raise DataError(f"{root}: no images found (looked recursively for {', '.join(IMAGE_EXTS)})")
-    return paths
+def find_images(roots: str | Path | Sequence[str | Path]) -> list[Path]:
+    """All images under one folder or several (recursive, sorted, each file once).
+
+    Clear error for an unset, missing or empty folder: an empty ``data.root`` is refused rather than
+    read as the current directory (``Path('')`` is ``.``, and a run would train on whatever lies below
+    it, icons inside ``.venv`` included).
+    """
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    if not roots or any(not str(r).strip() for r in roots):
+        raise DataError("data.root is not set: name the folder(s) of training photos "
+                        "(--set data.root=DIR or data.root: [DIR1, DIR2] in the YAML)")
+    found: dict[Path, None] = {}
+    for r in roots:
+        root = Path(r)
+        if not root.exists():
+            raise DataError(f"{root}: image folder not found (set data.root)")
+        if not root.is_dir():
+            raise DataError(f"{root}: not a folder")
+        paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        if not paths:
+            raise DataError(f"{root}: no images found (looked recursively for {', '.join(IMAGE_EXTS)})")
+        found.update((p, None) for p in paths)
+    return list(found)
 
 
-def split_holdout(paths: Sequence[Path], root: str | Path, holdout: Sequence[str]) -> tuple[list[Path], list[Path]]:
-    """Split into (train, held-out). Holdout entries match a file name or a path relative to root."""
-    root = Path(root)
-    wanted = {h: None for h in holdout}
+def split_holdout(paths: Sequence[Path], roots: str | Path | Sequence[str | Path],
+                  holdout: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    """Split into (train, held-out). Holdout entries match a file name or a path relative to a root."""
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    wanted: dict[str, Path | None] = {h: None for h in holdout}
     train, val = [], []
     for p in paths:
-        rel = p.relative_to(root).as_posix()
-        hit = rel if rel in wanted else (p.name if p.name in wanted else None)
+        rels = [p.relative_to(r).as_posix() for r in roots if p.is_relative_to(r)]
+        hit = next((r for r in rels if r in wanted), p.name if p.name in wanted else None)
         if hit is not None:
             wanted[hit] = p
             val.append(p)
         else:
             train.append(p)
     missing = [h for h, p in wanted.items() if p is None]
+    where = ", ".join(str(r) for r in roots)
     if missing:
-        raise DataError(f"{root}: held-out image(s) not found: {', '.join(missing)}")
+        raise DataError(f"{where}: held-out image(s) not found: {', '.join(missing)}")
     if not train:
-        raise DataError(f"{root}: every image is held out; nothing left to train on")
+        raise DataError(f"{where}: every image is held out; nothing left to train on")
     return train, val
 
 
 def read_rgb_u8(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB (grey/alpha/16-bit converted by OpenCV); clear error for unreadable files."""
-    data = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if data is None:
+    """HxWx3 uint8 RGB (grey/alpha/16-bit converted by OpenCV); clear error for unreadable files.
+
+    A truncated JPEG or PNG is refused: OpenCV decodes what is there and fills the rest with grey,
+    reporting it only as a libjpeg warning that names no file.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    problem = truncation_problem(data)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
         raise DataError(f"{path}: not a readable image (OpenCV could not decode it)")
-    if min(data.shape[:2]) < 8:
-        raise DataError(f"{path}: image is {data.shape[1]}x{data.shape[0]}; too small to train on")
-    return np.ascontiguousarray(data[:, :, ::-1])
+    if min(img.shape[:2]) < 8:
+        raise DataError(f"{path}: image is {img.shape[1]}x{img.shape[0]}; too small to train on")
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _check_file(path: Path) -> None:
+    """Readable, a known image signature, and not a truncated JPEG/PNG (the bytes only; no decoding)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if not (data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
+        raise DataError(f"{path}: not a readable image (no JPEG/PNG/BMP/TIFF/WebP signature)")
+    problem = truncation_problem(data)
+    if problem:
+        raise DataError(f"{path}: {problem}")
 
 
 def resize_short_side(img: np.ndarray, size: int) -> np.ndarray:
@@ -106,12 +152,25 @@ class InpaintingDataset(Dataset):
                  hflip: bool = True, cache_images: bool = True):
         if not paths:
             raise DataError("no training images")
-        self.paths = list(paths)
         self.crop, self.policy, self.seed = crop, policy, seed
         self.min_scale, self.hflip = min_scale, hflip
-        self._cache: dict[int, np.ndarray] | None = None
-        if cache_images:  # decode everything now: bad files fail at start, not at step 10k
-            self._cache = {i: read_rgb_u8(p) for i, p in enumerate(self.paths)}
+        # Check every file now (bad files are skipped at start, with their names, not met at step
+        # 10k); with the cache, decode everything now too.
+        good, images, self.skipped = [], [], []
+        for p in paths:
+            try:
+                img = read_rgb_u8(p) if cache_images else _check_file(p)
+            except DataError as e:
+                self.skipped.append(str(e))
+                continue
+            good.append(p)
+            images.append(img)
+        for why in self.skipped:
+            log.warning("skipping %s", why)
+        if not good:
+            raise DataError(f"no usable training images ({len(self.skipped)} skipped: {self.skipped[0]})")
+        self.paths = good
+        self._cache: dict[int, np.ndarray] | None = dict(enumerate(images)) if cache_images else None
 
     def __len__(self) -> int:
         return len(self.paths)
