@@ -60,11 +60,14 @@ def small_cfg(root: Path, out: Path, steps: int = 3, extra: list[str] | None = N
 
 # ------------------------------------------------------------------------------------ config
 
+PAPER_CONFIGS = ("glama-big-lama", "glama-lama-fourier")  # they claim the paper's settings
+
+
 def test_bundled_configs_load():
     for p in sorted(CONFIG_DIR.glob("*.yaml")):
-        cfg = load_config(p)
+        cfg = load_config(p, ["perceptual_weights=/x/encoder_epoch_20.pth"] if p.stem in PAPER_CONFIGS else [])
         assert cfg.model.name in ("tiny", "lama-fourier", "big-lama"), p
-    big = load_config(CONFIG_DIR / "glama-big-lama.yaml")
+    big = load_config(CONFIG_DIR / "glama-big-lama.yaml", ["loss.perceptual=recon"])
     assert (big.optim.batch_size, big.data.crop, big.train.amp, big.model.name) == (20, 256, True, "big-lama")
     lama = load_config(CONFIG_DIR / "lama-tiny.yaml")
     assert lama.loss.ffl == 0 and lama.loss.tv == 0 and lama.masks.policy == "lama"
@@ -72,6 +75,56 @@ def test_bundled_configs_load():
     assert glama.loss.ffl == 1 and glama.loss.tv == 1 and glama.masks.policy == "general"
     assert len(glama.data.holdout) == 5
     assert load_config(CONFIG_DIR / "refine-tiny.yaml").train.mode == "refine"
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_paper_configs_refuse_to_train_holes_unsupervised(name):
+    """Without the HRF weights a paper config names the choices instead of silently dropping the term."""
+    with pytest.raises(ConfigError) as e:
+        load_config(name)
+    msg = str(e.value)
+    assert "perceptual_weights" in msg and "loss.perceptual=recon" in msg and "loss.perceptual=off" in msg
+    assert load_config(name, ["loss.perceptual=off"]).loss.perceptual == "off"
+    sub = load_config(name, ["loss.perceptual=recon"])
+    assert sub.loss.perceptual == "recon" and sub.loss.pl == 100  # the paper's HRF weight is kept for hrf
+
+
+
+def test_yaml_booleans_for_string_fields(tmp_path):
+    """YAML 1.1 reads a bare off as false: in a file that is an error saying to quote it; on the
+    command line a string field takes the text as given."""
+    p = tmp_path / "c.yaml"
+    p.write_text("loss: {perceptual: off}\n")
+    with pytest.raises(ConfigError, match='loss.perceptual: YAML read this as false .*quote it, e.g. "off"'):
+        load_config(p)
+    p.write_text('loss: {perceptual: "off"}\n')
+    assert load_config(p).loss.perceptual == "off"
+    assert load_config(None, ["loss.perceptual=off"]).loss.perceptual == "off"
+    assert load_config(None, ["loss.perceptual='recon'"]).loss.perceptual == "recon"
+
+
+def test_unset_data_root_is_an_error(tmp_path, monkeypatch):
+    """An unset data.root used to train on everything below the current folder (Path('') is '.')."""
+    (tmp_path / "icon.png").write_bytes((DATA / PHOTOS[0]).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    for root in ("", [], ["", str(tmp_path)]):
+        with pytest.raises(DataError, match="data.root is not set"):
+            find_images(root)
+    from training.train import main
+
+    assert main(["--set", "loss.perceptual=off", "--set", f"train.out_dir={tmp_path / 'run'}", "-q"]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_several_roots_and_excluded_test_photos(photos, tmp_path):
+    other = tmp_path / "more"
+    other.mkdir()
+    (other / "extra.jpg").write_bytes((DATA / PHOTOS[1]).read_bytes())
+    paths = find_images([photos, other])
+    assert len(paths) == len(PHOTOS) + 1 and len(set(paths)) == len(paths)
+    assert find_images([photos, photos]) == find_images(photos)  # a folder named twice counts once
+    train, val = split_holdout(paths, [photos, other], ["extra.jpg", HOLDOUT])
+    assert {p.name for p in val} == {"extra.jpg", HOLDOUT} and len(train) == len(PHOTOS) - 1
 
 
 def test_overrides_are_typed():
@@ -144,6 +197,31 @@ def test_batches_depend_only_on_seed_and_step():
     assert all(len(b) == 4 for b in tiny)
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_truncated_and_broken_files_are_skipped_by_name(tmp_path, caplog, cache):
+    """A truncated JPEG decodes as a grey-filled picture with only libjpeg's anonymous warning; it is
+    skipped at start with its name, like an undecodable file, and training uses the rest."""
+    good = (DATA / "mate-aqua.jpg").read_bytes()
+    (tmp_path / "ok.jpg").write_bytes(good)
+    (tmp_path / "cut.jpg").write_bytes(good[: len(good) // 2])
+    (tmp_path / "cut.png").write_bytes(cv2_png(good)[:-20])
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    with caplog.at_level("WARNING", logger="training.data"):
+        ds = InpaintingDataset(find_images(tmp_path), 64, make_policy("general"), cache_images=cache)
+    assert [p.name for p in ds.paths] == ["ok.jpg"]
+    text = caplog.text
+    assert "cut.jpg: truncated or corrupt JPEG" in text and "cut.png: truncated or corrupt PNG" in text
+    assert "broken.jpg: not a readable image" in text
+    assert ds[0]["image"].shape == (3, 64, 64)
+
+
+def cv2_png(jpeg: bytes) -> bytes:
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
 def test_bad_image_folder_errors(tmp_path):
     with pytest.raises(DataError, match="image folder not found"):
         find_images(tmp_path / "nope")
@@ -155,8 +233,8 @@ def test_bad_image_folder_errors(tmp_path):
     bad.mkdir()
     (bad / "broken.jpg").write_bytes(b"not a jpeg")
     (bad / "ok.jpg").write_bytes((DATA / "mate-aqua.jpg").read_bytes())
-    with pytest.raises(DataError, match="broken.jpg: not a readable image"):
-        InpaintingDataset(find_images(bad), 64, make_policy("general"))
+    with pytest.raises(DataError, match="no usable training images .*broken.jpg: not a readable image"):
+        InpaintingDataset([bad / "broken.jpg"], 64, make_policy("general"))
     with pytest.raises(DataError, match="held-out image\\(s\\) not found: missing.jpg"):
         split_holdout(find_images(bad), bad, ["missing.jpg"])
     # the CLI: exit code 2 and one line naming the folder
@@ -191,7 +269,8 @@ def test_training_steps_reduce_l1_write_checkpoint_and_weights(photos, tmp_path)
     from glama_deploy.model.weights import load_generator
     from training.train import Trainer
 
-    cfg = small_cfg(photos, tmp_path / "run", steps=40, extra=["train.val_every=20", "train.ckpt_every=20"])
+    cfg = small_cfg(photos, tmp_path / "run", steps=40, extra=["train.val_every=20", "train.ckpt_every=20",
+                                                                "loss.perceptual=recon"])
     tr = Trainer(cfg)
     batch = _fixed_batch(cfg)
     before = _l1_known(tr.G, batch)
@@ -199,16 +278,21 @@ def test_training_steps_reduce_l1_write_checkpoint_and_weights(photos, tmp_path)
     after = _l1_known(tr.G, batch)
     assert after < 0.9 * before, (before, after)
     assert all(np.isfinite(v) for v in tr.last_logs.values())
-    assert {"g/gen_l1", "g/gen_ffl", "g/gen_tv", "g/gen_adv", "d/discr_r1", "perf/steps_per_sec"} - \
+    assert {"g/gen_l1", "g/gen_ffl", "g/gen_tv", "g/gen_adv", "g/gen_recon", "d/discr_r1", "perf/steps_per_sec"} - \
         set(tr.last_logs) == {"perf/steps_per_sec"}
-    assert set(tr.last_val) == {f"val/psnr_{t}" for t in MASK_TYPES} | {"val/psnr_mean"}
+    assert tr.last_logs["g/gen_recon"] > 0 and tr.last_logs["g/gen_pl"] == 0
+    assert set(tr.last_val) == ({f"{k}/psnr_{t}" for t in MASK_TYPES for k in ("val", "val_hole")}
+                                | {"val/psnr_mean", "val_hole/psnr_mean"})
+    # the hole is the hard part: its PSNR is below the whole composite's
+    assert tr.last_val["val_hole/psnr_mean"] < tr.last_val["val/psnr_mean"]
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["step"] == 40 and {"generator", "discriminator", "opt_g", "opt_d", "rng", "config"} <= set(ck)
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
     model, meta = load_generator(out)
     assert meta["step"] == "40" and meta["training_mode"] == "inpaint"
-    assert meta["perceptual"] == "off (no perceptual weights path given)"
-    assert json.loads(meta["losses"])["pl"] == "off (no perceptual weights path given)"
+    assert meta["perceptual"] == "substitute: multi-scale hole L1 (weight 10, scales [1, 2, 4, 8])"
+    assert json.loads(meta["losses"])["pl"] == "off (loss.perceptual=recon)"
+    assert json.loads(meta["losses"])["recon"] == "on (10), scales [1, 2, 4, 8]"
     assert json.loads(meta["losses"])["ffl"] == "on (1)"
     assert json.loads(meta["training_data"])["holdout"] == [HOLDOUT]
     for k, v in model.state_dict().items():

@@ -40,12 +40,19 @@ class ModelConfig:
     # best.ckpt); D too when a .ckpt holds `discriminator.*` tensors of this D's shapes, else D starts
     # fresh. Optimizers and step start anew; ignored when resuming (the checkpoint has everything).
     init_weights: str = ""
+    # Generator fields that replace those of the named config, e.g. {ngf: 32, prefill: true}
+    # (any field of glama_deploy.model.GeneratorConfig except name); recorded in the weights.
+    arch: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class DataConfig:
-    root: str = ""  # image folder, searched recursively (jpg, png, ...)
+    # Image folder(s), each searched recursively (jpg, png, ...). Required: there is no default,
+    # so a run never trains on whatever lies below the current directory.
+    root: Union[str, list[str]] = ""  # noqa: UP007 - runtime-inspected type
     holdout: list[str] = field(default_factory=list)  # file names (or relative paths) kept for validation
+    # Never trained on and not validated on either: a test set kept apart for the final evaluation.
+    exclude: list[str] = field(default_factory=list)
     crop: int = 256  # training crop side (multiple of 8)
     # Random downscale of big images before cropping, so a crop sees more context: the scale is
     # drawn log-uniformly in [max(min_scale, crop / short_side), 1].
@@ -116,6 +123,25 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def data_roots(self) -> list[str]:
+        """``data.root`` as a list of folders (it may be one string or a list)."""
+        r = self.data.root
+        return [r] if isinstance(r, str) else list(r)
+
+    def generator_config(self, **overrides: Any):
+        """The generator's config: ``model.name`` with ``model.arch`` and ``overrides`` applied."""
+        from glama_deploy.model import GeneratorConfig, get_config
+
+        fields = {f.name for f in dataclasses.fields(GeneratorConfig)} - {"name"}
+        bad = sorted(set(self.model.arch) - fields)
+        if bad:
+            raise ConfigError(f"model.arch: unknown generator field(s) {', '.join(bad)}; valid: "
+                              f"{', '.join(sorted(fields))}")
+        try:
+            return get_config(self.model.name, **{**self.model.arch, **overrides})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model.arch: {e}") from None
+
     def validate(self) -> RunConfig:
         if self.train.mode not in MODES:
             raise ConfigError(f"train.mode must be one of {MODES}, got {self.train.mode!r}")
@@ -143,6 +169,12 @@ class RunConfig:
 
         if self.model.name not in CONFIGS:
             raise ConfigError(f"model.name {self.model.name!r} unknown; known: {', '.join(CONFIGS)}")
+        self.generator_config()  # checks model.arch
+        if self.loss.perceptual == "hrf" and self.loss.pl > 0 and not self.perceptual_weights:
+            raise ConfigError(
+                "loss.perceptual=hrf (the paper's HRF perceptual loss) needs perceptual_weights=PATH to "
+                "ade20k-resnet50dilated-ppm_deepsup/encoder_epoch_20.pth; without that file, name the "
+                "substitute (--set loss.perceptual=recon) or switch the term off (--set loss.perceptual=off)")
         try:
             make_policy(self.masks.policy)
         except ValueError as e:
@@ -218,6 +250,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans
+            raise ConfigError(f"{where}: YAML read this as {str(value).lower()} (from off/on/no/yes?); "
+                              f"quote it, e.g. \"off\"")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -241,8 +276,16 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Build a validated config from a nested dict (as written in checkpoints)."""
-    return _build(RunConfig, data or {}, "").validate()
+    """Build a validated config from a nested dict (as written in checkpoints).
+
+    Checkpoints written before ``loss.perceptual`` existed ran without the HRF term unless they had
+    weights; they resume as they ran (``off``)."""
+    data = dict(data or {})
+    loss = dict(data.get("loss") or {})
+    if "perceptual" not in loss and not data.get("perceptual_weights"):
+        loss["perceptual"] = "off"
+        data["loss"] = loss
+    return _build(RunConfig, data, "").validate()
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -278,6 +321,10 @@ def apply_override(cfg: RunConfig, assignment: str) -> RunConfig:
             raise ConfigError(f"--set {key}: unknown key {path!r}; valid keys here: {', '.join(names)}")
         if i == len(parts) - 1:
             tp = _hints(type(obj))[part]
+            if tp is str:  # a string field takes the text as given: "off" must not become YAML's false
+                value = raw.strip()
+                if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                    value = value[1:-1]
             setattr(obj, part, _coerce(value, tp, path))
         else:
             obj = getattr(obj, part)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from glama_deploy.fsutil import atomic_output, atomic_write_bytes
-from glama_deploy.model import Generator, get_config
+from glama_deploy.model import Generator
 from glama_deploy.model.weights import (
     WeightsError,
     extract_discriminator_state,
@@ -67,7 +67,7 @@ from training.data import (
     find_images,
     split_holdout,
 )
-from training.metrics import psnr_batch
+from training.metrics import hole_psnr_batch, psnr_batch
 
 log = logging.getLogger("training.train")
 
@@ -213,7 +213,7 @@ def image_grid(image: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, n: i
     return torch.cat(rows, dim=1).clamp(0, 1)
 
 
-LOSS_WEIGHTS = ("l1_known", "l1_missing", "adv", "r1", "fm", "pl", "tv", "ffl", "lama")
+LOSS_WEIGHTS = ("l1_known", "l1_missing", "adv", "r1", "fm", "pl", "recon", "tv", "ffl", "lama")
 
 
 def loss_terms(cfg: RunConfig, perceptual_on: bool) -> dict[str, str]:
@@ -223,8 +223,30 @@ def loss_terms(cfg: RunConfig, perceptual_on: bool) -> dict[str, str]:
         v = float(getattr(cfg.loss, k))
         out[k] = f"on ({v:g})" if v > 0 else "off (0)"
     if not perceptual_on:
-        out["pl"] = "off (no perceptual weights path given)"
+        out["pl"] = ("off (no perceptual weights path given)" if cfg.loss.perceptual == "hrf"
+                     else f"off (loss.perceptual={cfg.loss.perceptual})")
+    if cfg.loss.perceptual != "recon":
+        out["recon"] = "off (loss.perceptual is not recon)"
+    else:
+        out["recon"] += f", scales {list(cfg.loss.recon_scales)}"
     return out
+
+
+def perceptual_note(cfg: RunConfig, perceptual_on: bool) -> str:
+    """What stood in LaMa's perceptual slot, for logs and the weights' metadata."""
+    if perceptual_on:
+        return f"on ({cfg.perceptual_weights})"
+    if cfg.loss.perceptual == "recon":
+        return f"substitute: multi-scale hole L1 (weight {cfg.loss.recon:g}, scales {list(cfg.loss.recon_scales)})"
+    if cfg.loss.perceptual == "off":
+        return "off (loss.perceptual=off)"
+    return "off (no perceptual weights path given)"
+
+
+def val_record(vals: dict[str, float]) -> dict[str, float]:
+    """Validation numbers for the weights' metadata: ``psnr_<type>`` (whole composite) and
+    ``val_hole/psnr_<type>`` (hole pixels only), rounded."""
+    return {k.removeprefix("val/"): round(v, 3) for k, v in vals.items()}
 
 
 def _float_logs(logs: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -264,17 +286,22 @@ class Trainer:
         torch.manual_seed(tc.seed)
 
         # ---- data
-        paths = find_images(cfg.data.root)
-        self.train_paths, self.val_paths = split_holdout(paths, cfg.data.root, cfg.data.holdout)
+        roots = cfg.data_roots()
+        paths = find_images(roots)
+        if cfg.data.exclude:
+            paths, self.excluded = split_holdout(paths, roots, cfg.data.exclude)
+        else:
+            self.excluded = []
+        self.train_paths, self.val_paths = split_holdout(paths, roots, cfg.data.holdout)
         self.policy = make_policy(cfg.masks.policy)
         self.dataset = InpaintingDataset(self.train_paths, cfg.data.crop, self.policy, seed=tc.seed,
                                          min_scale=cfg.data.min_scale, hflip=cfg.data.hflip,
                                          cache_images=cfg.data.cache_images)
 
         # ---- models
-        self.G = Generator(get_config(cfg.model.name, zero_holes=not self.refine)).to(self.device)
+        self.G = Generator(cfg.generator_config(zero_holes=not self.refine)).to(self.device)
         self.D = NLayerDiscriminator(ndf=cfg.model.disc_ndf, n_layers=cfg.model.disc_layers).to(self.device)
-        self.perceptual = build_perceptual(cfg.perceptual_weights or None)
+        self.perceptual = build_perceptual(cfg.perceptual_weights or None) if cfg.loss.perceptual == "hrf" else None
         self.perceptual_on = self.perceptual is not None
         if self.perceptual is not None:
             self.perceptual = self.perceptual.to(self.device)
@@ -423,7 +450,8 @@ class Trainer:
 
         # discriminator step on the (detached) prediction of this step
         with self._autocast():
-            loss_d, logs_d = self.loss.discriminator_loss(pred.detach().float(), image, mask)
+            loss_d, logs_d = self.loss.discriminator_loss(pred.detach().float(), image, mask,
+                                                          grad_scale=self.scaler_d.get_scale() if self.amp else 1.0)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss_d).backward()
         allreduce_mean_grads(self.D, self.d)
@@ -452,16 +480,21 @@ class Trainer:
         was_training = g.training
         g.eval()
         per_type: dict[str, list[float]] = {}
+        hole: dict[str, list[float]] = {}
         for img, msk, types in self.val.batches(8):
             img, msk = img.to(self.device), msk.to(self.device)
             inp = coarse_fill(self.coarse, img, msk, self.cfg.refine.coarse_factor) if self.refine else img
             pred = g(inp, msk).float()
             comp = msk * pred + (1 - msk) * img
-            for t, v in zip(types, psnr_batch(comp, img).tolist(), strict=True):
+            for t, v, vh in zip(types, psnr_batch(comp, img).tolist(), hole_psnr_batch(comp, img, msk).tolist(),
+                                strict=True):
                 per_type.setdefault(t, []).append(v)
+                hole.setdefault(t, []).append(vh)
         g.train(was_training)
         out = {f"val/psnr_{t}": float(np.mean(v)) for t, v in per_type.items()}
         out["val/psnr_mean"] = float(np.mean([np.mean(v) for v in per_type.values()]))
+        out.update({f"val_hole/psnr_{t}": float(np.mean(v)) for t, v in hole.items()})
+        out["val_hole/psnr_mean"] = float(np.mean([np.mean(v) for v in hole.values()]))
         return out
 
     # ------------------------------------------------------------------ loop
@@ -565,8 +598,10 @@ class Trainer:
         self.last_val = self.validate()
         if self.last_val:
             self._write_scalars(self.last_val)
-            log.info("step %d  validation PSNR %.2f dB (%s)", self.step, self.last_val["val/psnr_mean"],
-                     ", ".join(f"{k[9:]} {v:.2f}" for k, v in self.last_val.items() if k != "val/psnr_mean"))
+            log.info("step %d  validation PSNR %.2f dB, in the hole %.2f dB (hole: %s)", self.step,
+                     self.last_val["val/psnr_mean"], self.last_val["val_hole/psnr_mean"],
+                     ", ".join(f"{k[14:]} {v:.2f}" for k, v in self.last_val.items()
+                               if k.startswith("val_hole/") and k != "val_hole/psnr_mean"))
 
     def _log_setup(self) -> None:
         cfg = self.cfg
@@ -577,9 +612,11 @@ class Trainer:
                  self.d.world, cfg.data.crop, self.device, " + AMP" if self.amp else "")
         if self.perceptual_on:
             log.info("perceptual loss: ON (HRF ResNet50-dilated weights from %s)", cfg.perceptual_weights)
+        elif cfg.loss.perceptual == "recon":
+            log.info("perceptual loss: %s", perceptual_note(cfg, False))
         else:
-            log.warning("perceptual loss: OFF -- no perceptual weights path given (perceptual_weights); "
-                        "the HRF perceptual term is not part of this run")
+            log.warning("perceptual loss: %s -- the holes are supervised only by the adversarial, "
+                        "feature-matching and frequency terms", perceptual_note(cfg, False))
         log.info("loss terms: %s", ", ".join(f"{k} {v}" for k, v in loss_terms(cfg, self.perceptual_on).items()))
 
     # ------------------------------------------------------------------ end of run
@@ -593,14 +630,14 @@ class Trainer:
             "training_stopped": self.stop_reason or "completed",
             "training_config": cfg.to_dict(),
             "training_data": {"root": cfg.data.root, "train_images": len(self.train_paths),
-                              "holdout": [p.name for p in self.val_paths], "crop": cfg.data.crop},
+                              "holdout": [p.name for p in self.val_paths],
+                              "excluded": [p.name for p in self.excluded], "crop": cfg.data.crop},
             "init": self.init_note or "random",
             "mask_policy": cfg.masks.policy,
             "losses": loss_terms(cfg, self.perceptual_on),
-            "perceptual": (f"on ({cfg.perceptual_weights})" if self.perceptual_on
-                           else "off (no perceptual weights path given)"),
+            "perceptual": perceptual_note(cfg, self.perceptual_on),
             "final_losses": {k: round(v, 6) for k, v in self.last_logs.items()},
-            "val_psnr": {k[4:]: round(v, 3) for k, v in self.last_val.items()},
+            "val_psnr": val_record(self.last_val),
             "world_size": str(self.d.world),
             "wall_time_min": f"{wall / 60:.1f}",
             "command": " ; then ".join(self.commands + [self.command]),
@@ -640,7 +677,7 @@ class Trainer:
             extra["bn_statistics"] = f"re-estimated over {n} training-distribution batches before export"
             if self.val is not None:
                 extra["val_psnr_training_bn"] = extra["val_psnr"]
-                extra["val_psnr"] = {k[4:]: round(v, 3) for k, v in self.validate(model).items()}
+                extra["val_psnr"] = val_record(self.validate(model))
         else:
             extra["bn_statistics"] = "running averages from training (momentum 0.1)"
         return save_weights(model, path, step=self.step, source=source, extra=extra)
@@ -657,7 +694,7 @@ class Trainer:
             summary = {"step": self.step, "stopped": self.stop_reason or "completed",
                        "weights": str(out), "rank_generator_checksums": checks,
                        "final_losses": self.last_logs, "validation": self.last_val,
-                       "perceptual": "on" if self.perceptual_on else "off (no perceptual weights path given)"}
+                       "perceptual": perceptual_note(self.cfg, self.perceptual_on)}
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
             if self.writer is not None:
                 self.writer.close()
