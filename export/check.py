@@ -21,6 +21,10 @@ TENSORRT_SUPPORTED_OPS = frozenset({
     "ConvTranspose", "Cos", "Div", "Equal", "Expand", "Floor", "Gather", "Identity", "MatMul",
     "Mul", "Neg", "Not", "Or", "Pad", "Range", "Reciprocal", "Relu", "Reshape", "Shape", "Sigmoid",
     "Sin", "Slice", "Sqrt", "Squeeze", "Sub", "Transpose", "Unsqueeze", "Where",
+    # the prefill pyramid (glama_deploy/model/prefill.py): 2x2 AveragePool, bilinear Resize
+    # (half_pixel), ReduceSum over H/W, Clip, Log (the base fill's logit); checked with the
+    # TensorRT-RTX parser in tests/test_tensorrt.py
+    "AveragePool", "Clip", "Log", "ReduceSum", "Resize",
 })
 FORBIDDEN_OPS = frozenset({"DFT", "STFT"})
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from glama_deploy.model import Generator
+from glama_deploy.model.prefill import LEVELS as PREFILL_LEVELS
 from glama_deploy.model.weights import WeightsError, load_generator
 
 from .check import CheckError, check_model_file, parity
@@ -40,15 +41,18 @@ def _downgrade_pad_opset(model, target: int):
     """Lower an opset-18 graph to ``target`` (17).
 
     torch's dynamo exporter emits opset 18 and its down-converter has no adapter for ``Pad``. For
-    our graph the only op whose signature changed between 17 and 18 is ``Pad`` (an optional
-    ``axes`` input was added); without ``axes`` both versions mean the same thing. Anything else
-    that differs is refused rather than mislabelled.
+    our graph the ops whose signature changed between 17 and 18 are ``Pad`` (an optional ``axes``
+    input was added) and ``Resize`` (three attributes added); without ``axes`` and with the new
+    attributes at their defaults both versions mean the same thing. Anything else that differs is
+    refused rather than mislabelled. (ReduceSum last changed in opset 13.)
     """
-    changed_in_18 = {"Pad", "Split", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
+    changed_in_18 = {"Pad", "Split", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
                      "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
                      "Resize", "ScatterND", "ScatterElements", "Col2Im", "BitwiseAnd", "BitwiseOr",
                      "BitwiseXor", "BitwiseNot", "CenterCropPad", "GroupNormalization",
                      "OptionalHasElement", "OptionalGetElement"}
+    from onnx.helper import get_attribute_value
+
     domain = next(o for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if domain.version <= target:
         return model
@@ -59,6 +63,15 @@ def _downgrade_pad_opset(model, target: int):
             if len(node.input) > 3 and node.input[3]:
                 raise CheckError("Pad node uses 'axes' (opset 18 only); cannot lower to opset 17")
             del node.input[3:]
+        elif node.op_type == "Resize":
+            # Resize-18 added antialias, axes and keep_aspect_ratio_policy; at their defaults it
+            # means what Resize-13 means (the prefill pyramid's bilinear upsampling).
+            defaults = {"antialias": 0, "keep_aspect_ratio_policy": b"stretch"}
+            for a in list(node.attribute):
+                if a.name == "axes" or (a.name in defaults and get_attribute_value(a) != defaults[a.name]):
+                    raise CheckError(f"Resize node uses '{a.name}' (opset 18 only); cannot lower to opset 17")
+                if a.name in defaults:
+                    node.attribute.remove(a)
         elif node.op_type in changed_in_18:
             raise CheckError(f"op {node.op_type} changed in opset 18; cannot lower to {target}")
     domain.version = target
@@ -76,6 +89,10 @@ def _rename_dims(model) -> None:
 
 def to_onnx_proto(model: Generator, opset: int = DEFAULT_OPSET, example_size: int = 64):
     """Trace ``model`` (matmul spectral backend, on a copy) into an ONNX ModelProto."""
+    if model.config.prefill:
+        # torch.export specializes a dimension that is 1 in the example to a constant: the prefill
+        # pyramid's coarsest levels must be at least 2 wide in the example to stay symbolic.
+        example_size = max(example_size, 2**PREFILL_LEVELS)
     model = copy.deepcopy(model).cpu().eval().set_spectral_backend("matmul")
     for p in model.parameters():
         p.requires_grad_(False)

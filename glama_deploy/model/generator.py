@@ -12,7 +12,10 @@ import torch
 from torch import nn
 
 from .ffc import FFC_BN_ACT, ConcatTupleLayer, FFCResnetBlock, FourierUnit
+from .prefill import pyramid_fill
 from .spectral import BACKENDS
+
+_LOGIT_EPS = 1e-3  # the base fill is clamped to [eps, 1 - eps] before its logit
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,14 @@ class GeneratorConfig:
     # LaMa zeroes the holes of its input. A two-stage *refine* model instead sees the coarse fill
     # in the holes, so it keeps them (same architecture and weight shapes).
     zero_holes: bool = True
+    # Kernel of the decoder's stride-2 transposed convolutions: LaMa's 3 (output_padding 1) gives
+    # each output pixel an uneven number of taps, a checkerboard the small configs show as a grid;
+    # 4 (padding 1) gives every output pixel 2x2 taps.
+    up_kernel: int = 3
+    # Start from a classical fill: the holes of the input hold a normalized-convolution pyramid
+    # fill (glama_deploy/model/prefill.py) instead of zeros, and the network's last layer adds a
+    # correction to that fill's logit. Same weight shapes and keys as without it.
+    prefill: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,10 +95,17 @@ class Generator(nn.Module):
         for i in range(nd):
             mult = 2 ** (nd - i)
             cin, cout = min(mf, ngf * mult), min(mf, ngf * mult // 2)
-            layers += [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1),
+            k = cfg.up_kernel
+            if k not in (3, 4):
+                raise ValueError(f"up_kernel must be 3 (LaMa) or 4, got {k}")
+            layers += [nn.ConvTranspose2d(cin, cout, k, stride=2, padding=1, output_padding=4 - k),
                        nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7, padding=0), nn.Sigmoid()]
         self.model = nn.Sequential(*layers)
+        if cfg.prefill:  # start close to the classical fill: a small correction on top of it
+            with torch.no_grad():
+                layers[-2].weight.mul_(0.1)
+                layers[-2].bias.zero_()
 
     @property
     def multiple(self) -> int:
@@ -95,10 +113,19 @@ class Generator(nn.Module):
         return 2**self.config.n_downsampling
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not self.config.prefill:
+            if self.config.zero_holes:
+                image = image * (1 - mask)
+            return self.model(torch.cat([image, mask], dim=1))
+        base = image  # a refine model (zero_holes False) starts from the coarse fill it is given
         if self.config.zero_holes:
-            image = image * (1 - mask)
-        x = torch.cat([image, mask], dim=1)
-        return self.model(x)
+            known = 1 - mask
+            base = known * image + mask * pyramid_fill(image, known)
+        h = torch.cat([base, mask], dim=1)
+        for layer in self.model[:-1]:  # everything but the final Sigmoid
+            h = layer(h)
+        b = base.clamp(_LOGIT_EPS, 1 - _LOGIT_EPS)
+        return torch.sigmoid(h + torch.log(b / (1 - b)))
 
     def set_spectral_backend(self, backend: str) -> Generator:
         """Switch every FourierUnit between ``fft`` and ``matmul``; weights are untouched."""
