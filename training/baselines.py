@@ -11,7 +11,30 @@ import numpy as np
 
 from glama_deploy.engines.base import BaseEngine
 
-BASELINES = ("telea", "ns")
+BASELINES = ("telea", "ns", "pyramid")
+
+
+def baseline_engine(method: str) -> BaseEngine:
+    """``telea`` / ``ns`` (OpenCV) or ``pyramid`` (the generators' prefill alone, no network)."""
+    return PyramidFillEngine() if method == "pyramid" else OpenCVInpaintEngine(method)
+
+
+class PyramidFillEngine(BaseEngine):
+    """The normalized-convolution pyramid fill that ``prefill`` generators start from, alone: the
+    floor a prefill model starts at (its correction is what training adds)."""
+
+    multiple = 1
+    name = "pyramid-fill"
+    radius = 0
+
+    def _run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        from glama_deploy.model.prefill import pyramid_fill
+
+        with torch.no_grad():
+            x, m = torch.from_numpy(image), torch.from_numpy(mask)
+            return pyramid_fill(x, 1 - m).numpy()
 
 
 class OpenCVInpaintEngine(BaseEngine):
@@ -24,7 +47,7 @@ class OpenCVInpaintEngine(BaseEngine):
     multiple = 1  # no padding: a classical method works at any size
 
     def __init__(self, method: str = "telea", radius: int = 5) -> None:
-        if method not in BASELINES:
+        if method not in ("telea", "ns"):
             raise ValueError(f"unknown baseline {method!r}; known: {', '.join(BASELINES)}")
         self.flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
         self.radius = int(radius)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from glama_deploy.io import InputError, atomic_write_bytes, read_mask
-from training.baselines import BASELINES, OpenCVInpaintEngine
+from training.baselines import BASELINES, baseline_engine
 from training.data import DataError, center_crop, find_images, read_rgb_u8
 from training.metrics import MetricWeightsError, frechet_distance, load_fid_extractor, load_lpips, psnr, ssim
 
@@ -90,9 +90,10 @@ def evaluate(weights: str | Path | None, images: str | Path, masks: str | Path, 
     lp = load_lpips(lpips_weights) if lpips_weights else None
     fid_net = load_fid_extractor(fid_weights) if fid_weights else None
     if baseline is not None:
-        eng = OpenCVInpaintEngine(baseline)
+        eng = baseline_engine(baseline)
         kind = eng.name
-        weights = f"baseline: OpenCV {baseline} (cv2.inpaint, radius {eng.radius})"
+        weights = (f"baseline: OpenCV {baseline} (cv2.inpaint, radius {eng.radius})" if baseline != "pyramid"
+                   else "baseline: the pyramid fill that prefill generators start from (no network)")
     else:
         kind = engine_kind(weights) if engine == "auto" else engine
         eng = create_engine(kind, str(weights), device=device, threads=threads)
