@@ -505,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--large-batch-max-side", type=int, default=0,
                     help="run batches > 1 only up to this image side (0 = every size)")
     ap.add_argument("--config", default="lama-fourier",
-                    help="generator config for seeded random weights (tiny, lama-fourier, big-lama); "
+                    help="generator config for seeded random weights (tiny, small, lama-fourier, big-lama); "
                          "ignored with --weights")
     ap.add_argument("--weights", help="weights file (.safetensors); default: seeded random weights")
     ap.add_argument("--out", default="reports", help="output folder (default reports/)")

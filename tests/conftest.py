@@ -41,6 +41,8 @@ def liven(model: torch.nn.Module, logit_std: float = 1.5) -> torch.nn.Module:
             if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
                 m.weight.mul_(6**0.5)
         last = model.model[-2]
+        if not last.weight.any():  # a prefill generator starts with a zero correction: give it one
+            torch.nn.init.kaiming_uniform_(last.weight, a=5**0.5)
         img = torch.from_numpy(load_rgb(SAMPLES / "mate-dune.jpg", (64, 96)).transpose(2, 0, 1)[None].copy())
         mask = torch.zeros(1, 1, 64, 96)
         mask[..., 16:48, 24:72] = 1

@@ -66,7 +66,7 @@ PAPER_CONFIGS = ("glama-big-lama", "glama-lama-fourier")  # they claim the paper
 def test_bundled_configs_load():
     for p in sorted(CONFIG_DIR.glob("*.yaml")):
         cfg = load_config(p, ["perceptual_weights=/x/encoder_epoch_20.pth"] if p.stem in PAPER_CONFIGS else [])
-        assert cfg.model.name in ("tiny", "lama-fourier", "big-lama"), p
+        assert cfg.model.name in ("tiny", "small", "lama-fourier", "big-lama"), p
     big = load_config(CONFIG_DIR / "glama-big-lama.yaml", ["loss.perceptual=recon"])
     assert (big.optim.batch_size, big.data.crop, big.train.amp, big.model.name) == (20, 256, True, "big-lama")
     lama = load_config(CONFIG_DIR / "lama-tiny.yaml")
@@ -270,7 +270,7 @@ def test_training_steps_reduce_l1_write_checkpoint_and_weights(photos, tmp_path)
     from training.train import Trainer
 
     cfg = small_cfg(photos, tmp_path / "run", steps=40, extra=["train.val_every=20", "train.ckpt_every=20",
-                                                                "loss.perceptual=recon"])
+                                                                "loss.perceptual=recon", "train.keep_every=30"])
     tr = Trainer(cfg)
     batch = _fixed_batch(cfg)
     before = _l1_known(tr.G, batch)
@@ -287,6 +287,9 @@ def test_training_steps_reduce_l1_write_checkpoint_and_weights(photos, tmp_path)
     assert tr.last_val["val_hole/psnr_mean"] < tr.last_val["val/psnr_mean"]
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["step"] == 40 and {"generator", "discriminator", "opt_g", "opt_d", "rng", "config"} <= set(ck)
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == ["last.pt", "step-30.pt"]
+    assert torch.load(tmp_path / "run" / "checkpoints" / "step-30.pt", weights_only=True)["step"] == 30
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
     model, meta = load_generator(out)
     assert meta["step"] == "40" and meta["training_mode"] == "inpaint"

@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny"  # a glama_deploy.model CONFIGS name: tiny, lama-fourier, big-lama
+    name: str = "tiny"  # a glama_deploy.model CONFIGS name: tiny, small, lama-fourier, big-lama
     disc_ndf: int = 64  # PatchGAN width (LaMa: 64); smaller makes CPU runs of `tiny` affordable
     disc_layers: int = 4
     # Fine-tuning: start G from these weights (our .safetensors, or an official LaMa / big-lama
@@ -90,6 +90,9 @@ class TrainConfig:
     log_every: int = 10
     image_every: int = 200
     ckpt_every: int = 200
+    # Also keep checkpoints/step-<N>.pt every this many steps (0 = only last.pt): for comparing
+    # runs at equal steps and picking a checkpoint after the fact.
+    keep_every: int = 0
     val_every: int = 200
     time_budget_min: float = 0.0  # stop (checkpoint + export) after this many minutes; 0 = no limit
     # Before export, re-estimate the generator's BatchNorm running statistics as a plain average over

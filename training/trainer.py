@@ -190,7 +190,11 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         if not self.d.main:
             return None
-        return atomic_torch_save(self._checkpoint(), self.out / "checkpoints" / CKPT_NAME)
+        ck = self._checkpoint()
+        keep = self.cfg.train.keep_every
+        if keep and self.step % keep == 0:
+            atomic_torch_save(ck, self.out / "checkpoints" / f"step-{self.step}.pt")
+        return atomic_torch_save(ck, self.out / "checkpoints" / CKPT_NAME)
 
     def _load(self, path: str | Path) -> None:
         ck = load_checkpoint(path)
@@ -389,7 +393,8 @@ class Trainer:
                                               self.step)
                     if tc.val_every and self.step % tc.val_every == 0:
                         self._validate_and_log()
-                if tc.ckpt_every and self.step % tc.ckpt_every == 0:
+                if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or \
+                        (tc.keep_every and self.step % tc.keep_every == 0):
                     self.save_checkpoint()
                     dirty = False
                 over_budget = tc.time_budget_min > 0 and \

@@ -35,7 +35,7 @@ class GeneratorConfig:
     up_kernel: int = 3
     # Start from a classical fill: the holes of the input hold a normalized-convolution pyramid
     # fill (glama_deploy/model/prefill.py) instead of zeros, and the network's last layer adds a
-    # correction to that fill's logit. Same weight shapes and keys as without it.
+    # correction to that fill's logit inside the hole. Same weight shapes and keys as without it.
     prefill: bool = False
 
     def to_dict(self) -> dict:
@@ -47,6 +47,10 @@ CONFIGS: dict[str, GeneratorConfig] = {
     "big-lama": GeneratorConfig("big-lama", n_blocks=18),
     # small enough to train on a 2-core CPU in an hour; same topology
     "tiny": GeneratorConfig("tiny", ngf=16, n_blocks=4),
+    # the bundled default: a 1/4-resolution bottleneck of 128 channels (wider than the 4x4x3 = 48
+    # values of the block it stands for; tiny's 1/8 one holds 128 for 192), no checkerboard
+    # kernel, and a start from the pyramid fill. Trained on a CPU in hours (training/README.md).
+    "small": GeneratorConfig("small", ngf=32, n_downsampling=2, n_blocks=6, up_kernel=4, prefill=True),
 }
 
 
@@ -102,9 +106,9 @@ class Generator(nn.Module):
                        nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7, padding=0), nn.Sigmoid()]
         self.model = nn.Sequential(*layers)
-        if cfg.prefill:  # start close to the classical fill: a small correction on top of it
+        if cfg.prefill:  # start exactly at the classical fill (a zero correction)
             with torch.no_grad():
-                layers[-2].weight.mul_(0.1)
+                layers[-2].weight.zero_()
                 layers[-2].bias.zero_()
 
     @property
@@ -125,7 +129,10 @@ class Generator(nn.Module):
         for layer in self.model[:-1]:  # everything but the final Sigmoid
             h = layer(h)
         b = base.clamp(_LOGIT_EPS, 1 - _LOGIT_EPS)
-        return torch.sigmoid(h + torch.log(b / (1 - b)))
+        # The correction acts inside the hole only. Ungated, the known-pixel L1 (most of the image)
+        # pushes the whole decoder towards a zero output, and it died there (last BatchNorm + ReLU
+        # at 1e-4) within a few hundred steps: the model stayed the bare fill.
+        return torch.sigmoid(torch.log(b / (1 - b)) + mask * h)
 
     def set_spectral_backend(self, backend: str) -> Generator:
         """Switch every FourierUnit between ``fft`` and ``matmul``; weights are untouched."""
