@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.masks import MASK_TYPES, write_mask_set
+from training.mask_sets import write_mask_set
+from training.masks import MASK_TYPES
 from training.metrics import frechet_distance, psnr, ssim
 
 ROOT = Path(__file__).resolve().parents[1]

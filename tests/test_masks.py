@@ -11,26 +11,23 @@ import cv2
 import numpy as np
 import pytest
 
+from training.mask_sets import MaskSetError, load_mask_set, mask_rng, read_manifest
 from training.masks import (
     ALL_TYPES,
     MASK_TYPES,
     POLICIES,
-    STROKE_PRESETS,
     UNSEEN_TYPES,
     Completion,
     EveryNLines,
     Expand,
     LamaBoxes,
     MaskPolicy,
-    MaskSetError,
     NearestNeighbor,
-    load_mask_set,
     main,
     make_policy,
-    mask_rng,
-    read_manifest,
     stroke_params,
 )
+from training.strokes import STROKE_PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 ODD = [(250, 333), (333, 250), (17, 40)]
@@ -148,7 +145,7 @@ def test_strokes_coverage(name):
 
 def test_stroke_rejection_threshold():
     # thick strokes at 256 without the 50% limit exceed it sometimes; with the limit never
-    from training.masks import draw_irregular
+    from training.strokes import draw_irregular
 
     p = stroke_params("thick", 256)
     fracs = [draw_irregular(256, 256, rng(s), p).mean() for s in range(200)]
@@ -374,7 +371,7 @@ def test_stroke_count_and_box_sides_reach_the_reference_maximum():
     """Strokes: min_times..max_times + 1 inclusive; box sides: box_min..box_max inclusive."""
     import dataclasses
 
-    from training.masks import draw_boxes, draw_irregular
+    from training.strokes import draw_boxes, draw_irregular
 
     class Recording:  # the first integers() call of draw_irregular is the number of strokes
         def __init__(self, r):

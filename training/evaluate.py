@@ -75,7 +75,7 @@ def evaluate(weights: str | Path | None, images: str | Path, masks: str | Path, 
     ``baseline`` ('telea' or 'ns') evaluates OpenCV's classical inpainting instead of ``weights``.
     """
     from glama_deploy.engines import create_engine
-    from training.masks import load_mask_set, read_manifest
+    from training.mask_sets import load_mask_set, read_manifest
 
     if (weights is None) == (baseline is None):
         raise InputError("give either weights or a baseline, not both or neither")
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from glama_deploy.engines import EngineError
     from glama_deploy.model.weights import WeightsError
-    from training.masks import MaskSetError
+    from training.mask_sets import MaskSetError
 
     try:
         rep = evaluate(args.weights, args.images, args.masks, args.lpips_weights, args.fid_weights,

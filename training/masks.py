@@ -29,33 +29,25 @@ Policies: :class:`MaskPolicy` draws a type with given probabilities; :func:`make
 lama_box, nearest_neighbor, every_n_lines, 1/4 each) and "unseen" (uniform over the mixes).
 
 CLI: ``python -m training.masks --out DIR --size 256 --per-type 100`` writes a fixed evaluation set
-``DIR/<type>/<index:04d>.png`` (0/255) + ``DIR/manifest.json``; :func:`load_mask_set` reads it back.
+``DIR/<type>/<index:04d>.png`` (0/255) + ``DIR/manifest.json``; :func:`training.mask_sets.load_mask_set` reads it back.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
-import os
 import sys
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import cv2
 import numpy as np
 
-from glama_deploy.fsutil import atomic_write_bytes
+from training.strokes import StrokeParams, draw_boxes, draw_irregular, stroke_params
 
 MIN_SIZE = 8
 MAX_TRIES = 1000
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "glama-mask-set"
-MANIFEST_VERSION = 1
 
 
 def _check_args(h: int, w: int, rng: np.random.Generator) -> None:
@@ -171,113 +163,7 @@ class NearestNeighbor(MaskGenerator):
 
 
 # --------------------------------------------------------------------------- LaMa strokes / boxes
-
-
-@dataclass(frozen=True)
-class StrokeParams:
-    """LaMa irregular-stroke + box parameters (pixel lengths at one resolution).
-
-    A draw is boxes with probability ``box_prob`` (LaMa's MixedMaskGenerator weights irregular 1 and
-    box 0.3 -> 0.3/1.3), otherwise irregular strokes.
-    """
-
-    min_times: int
-    max_times: int
-    max_width: int
-    max_len: int
-    max_angle: int = 4
-    base_width: int = 5  # width = base_width + randint(max_width)
-    base_len: int = 10  # length = base_len + randint(max_len)
-    box_prob: float = 0.0
-    box_margin: int = 0
-    box_min: int = 1
-    box_max: int = 2
-    box_min_times: int = 1
-    box_max_times: int = 1
-
-
-_LENGTHS = ("max_width", "max_len", "base_width", "base_len", "box_margin", "box_min", "box_max")
-_COUNTS = ("min_times", "max_times", "box_min_times", "box_max_times")
-_BOX = 0.3 / 1.3
-
-STROKE_PRESETS: dict[str, dict[int, StrokeParams]] = {
-    "thin": {256: StrokeParams(4, 50, 10, 40), 512: StrokeParams(4, 70, 20, 100)},
-    "medium": {
-        256: StrokeParams(4, 5, 50, 100, box_prob=_BOX, box_margin=0, box_min=10, box_max=50,
-                          box_min_times=1, box_max_times=5),
-        512: StrokeParams(4, 10, 100, 200, box_prob=_BOX, box_margin=0, box_min=30, box_max=150,
-                          box_min_times=1, box_max_times=5),
-    },
-    "thick": {
-        256: StrokeParams(1, 5, 100, 200, box_prob=_BOX, box_margin=10, box_min=30, box_max=150,
-                          box_min_times=1, box_max_times=3),
-        512: StrokeParams(1, 5, 250, 450, box_prob=_BOX, box_margin=10, box_min=30, box_max=300,
-                          box_min_times=1, box_max_times=4),
-    },
-    # LaMa training masks (abl-04-256-mh-dist): irregular or boxes, 50/50 -> two types.
-    "lama_irregular": {256: StrokeParams(1, 5, 100, 200)},
-    "lama_box": {256: StrokeParams(0, 0, 1, 1, box_prob=1.0, box_margin=10, box_min=30, box_max=150,
-                                   box_min_times=1, box_max_times=4)},
-}
-
-
-def stroke_params(kind: str, size: int) -> StrokeParams:
-    """Parameters of stroke preset ``kind`` for a mask whose short side is ``size`` (module doc)."""
-    presets = STROKE_PRESETS[kind]
-    lo, hi = min(presets), max(presets)
-    if size <= lo or size >= hi:
-        ref = lo if size <= lo else hi
-        base, f = presets[ref], size / ref
-        vals = {k: getattr(base, k) * (f if k in _LENGTHS else 1.0) for k in _LENGTHS + _COUNTS}
-    else:
-        t = (size - lo) / (hi - lo)
-        a, b = presets[lo], presets[hi]
-        vals = {k: getattr(a, k) + t * (getattr(b, k) - getattr(a, k)) for k in _LENGTHS + _COUNTS}
-    out = {k: int(round(v)) for k, v in vals.items()}
-    for k in ("max_width", "max_len", "base_width", "box_min"):
-        out[k] = max(out[k], 1)
-    out["box_max"] = max(out["box_max"], out["box_min"] + 1)
-    return dataclasses.replace(presets[lo], **out)
-
-
-def draw_irregular(h: int, w: int, rng: np.random.Generator, p: StrokeParams) -> np.ndarray:
-    """LaMa's irregular strokes (uint8 {0,1}): polylines of 1-5 thick segments drawn with cv2.line.
-
-    The number of strokes runs from ``min_times`` to ``max_times + 1`` inclusive, as in LaMa and the
-    NTIRE 2022 masks: their generator class passes ``min_times + 1 + (max_times - min_times) * coef``
-    on as the maximum (coef 1 at evaluation) and ``make_random_irregular_mask`` then draws
-    ``randint(min_times, max_times + 1)``.
-    """
-    m = np.zeros((h, w), np.uint8)
-    for i in range(int(rng.integers(p.min_times, p.max_times + 2))):
-        x, y = int(rng.integers(w)), int(rng.integers(h))
-        for _ in range(1 + int(rng.integers(5))):
-            angle = 0.01 + int(rng.integers(p.max_angle))
-            if i % 2 == 0:
-                angle = 2 * math.pi - angle
-            length = p.base_len + int(rng.integers(p.max_len))
-            width = p.base_width + int(rng.integers(p.max_width))
-            ex = int(min(max(int(x + length * math.sin(angle)), 0), w))
-            ey = int(min(max(int(y + length * math.cos(angle)), 0), h))
-            cv2.line(m, (x, y), (ex, ey), 1, width)
-            x, y = ex, ey
-    return m
-
-
-def draw_boxes(h: int, w: int, rng: np.random.Generator, p: StrokeParams) -> np.ndarray:
-    """LaMa's random rectangles (uint8 {0,1}) within a margin; sides run from ``box_min`` to
-    ``box_max`` inclusive (LaMa's class passes ``bbox_min + 1 + (bbox_max - bbox_min) * coef`` as
-    the exclusive maximum of ``randint``), capped by the image less the margins."""
-    margin = p.box_margin if min(h, w) - 2 * p.box_margin >= 2 else 0
-    hi = min(p.box_max + 1, h - 2 * margin, w - 2 * margin)
-    lo = max(1, min(p.box_min, hi - 1))
-    m = np.zeros((h, w), np.uint8)
-    for _ in range(int(rng.integers(p.box_min_times, p.box_max_times + 1))):
-        bw, bh = int(rng.integers(lo, hi)), int(rng.integers(lo, hi))
-        x = int(rng.integers(margin, w - margin - bw + 1))
-        y = int(rng.integers(margin, h - margin - bh + 1))
-        m[y:y + bh, x:x + bw] = 1
-    return m
+# (parameters and drawing in training/strokes.py)
 
 
 class StrokeMask(MaskGenerator):
@@ -504,107 +390,6 @@ def resolve_types(names: Iterable[str]) -> list[str]:
     return out
 
 
-# --------------------------------------------------------------------------- evaluation mask sets
-
-
-class MaskSetError(ValueError):
-    """A mask-set directory is missing or inconsistent."""
-
-
-def mask_rng(seed: int, type_name: str, index: int) -> np.random.Generator:
-    """The rng of mask ``index`` of ``type_name`` in a set: independent of the other types chosen."""
-    return np.random.default_rng([seed, zlib.crc32(type_name.encode()), index])
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    atomic_write_bytes(path, data)
-
-
-def write_mask_set(out: str | os.PathLike, size: tuple[int, int], per_type: int, seed: int = 0,
-                   types: Sequence[str] = tuple(MASK_TYPES), progress: bool = False) -> dict:
-    """Write ``out/<type>/<index:04d>.png`` (0/255) and ``out/manifest.json``; returns the manifest.
-
-    Mask ``i`` of type ``t`` is drawn from :func:`mask_rng` ``(seed, t, i)``. Files of an older set in
-    ``out`` that the new manifest does not list are left alone (and ignored by :func:`load_mask_set`).
-    """
-    h, w = size
-    types = resolve_types(types)
-    if per_type < 1:
-        raise ValueError(f"per_type must be >= 1, got {per_type}")
-    if h < MIN_SIZE or w < MIN_SIZE:
-        raise ValueError(f"mask size {h}x{w} is too small: need at least {MIN_SIZE}x{MIN_SIZE}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # a half-written set never has a manifest
-    files: dict[str, list[str]] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(types) * per_type, unit="mask", desc=f"masks -> {out}")
-    for t in types:
-        gen = ALL_TYPES[t]()
-        (out / t).mkdir(exist_ok=True)
-        files[t] = []
-        for i in range(per_type):
-            rel = f"{t}/{i:04d}.png"
-            m = gen(h, w, mask_rng(seed, t, i))
-            ok, buf = cv2.imencode(".png", (m * 255).astype(np.uint8))
-            if not ok:
-                raise RuntimeError(f"could not encode {rel} as PNG")
-            _write_atomic(out / rel, buf.tobytes())
-            files[t].append(rel)
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
-    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "types": types, "size": [h, w],
-                "seed": seed, "count": per_type, "files": files}
-    _write_atomic(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
-    return manifest
-
-
-def read_manifest(directory: str | os.PathLike) -> dict:
-    """The validated manifest of a mask set (raises :class:`MaskSetError` with the problem)."""
-    d = Path(directory)
-    mf = d / MANIFEST
-    if not d.is_dir():
-        raise MaskSetError(f"mask set directory not found: {d}")
-    if not mf.is_file():
-        raise MaskSetError(f"{mf}: missing, so {d} is not a mask set "
-                           f"(make one with: python -m training.masks --out {d})")
-    try:
-        man = json.loads(mf.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MaskSetError(f"{mf}: unreadable ({e})") from None
-    if not isinstance(man, dict) or man.get("format") != MANIFEST_FORMAT:
-        raise MaskSetError(f"{mf}: not a {MANIFEST_FORMAT} manifest")
-    if man.get("version") != MANIFEST_VERSION:
-        raise MaskSetError(f"{mf}: version {man.get('version')!r}, expected {MANIFEST_VERSION}")
-    types, files, count = man.get("types"), man.get("files"), man.get("count")
-    if not (isinstance(types, list) and isinstance(files, dict) and isinstance(count, int)
-            and list(files) == types):
-        raise MaskSetError(f"{mf}: 'types', 'files' and 'count' are missing or inconsistent")
-    for t in types:
-        rels = files[t]
-        if not isinstance(rels, list) or len(rels) != count:
-            raise MaskSetError(f"{mf}: type {t!r} lists {len(rels) if isinstance(rels, list) else rels!r} "
-                               f"files, expected {count}")
-        for rel in rels:
-            p = Path(rel) if isinstance(rel, str) else None
-            if p is None or p.is_absolute() or ".." in p.parts:
-                raise MaskSetError(f"{mf}: bad file entry {rel!r}")
-            if not (d / p).is_file():
-                raise MaskSetError(f"{mf}: lists {d / p}, which does not exist")
-    return man
-
-
-def load_mask_set(directory: str | os.PathLike) -> dict[str, list[Path]]:
-    """``{type: [mask png paths]}`` of a mask set written by :func:`write_mask_set` (manifest order)."""
-    man = read_manifest(directory)
-    d = Path(directory)
-    return {t: [d / rel for rel in man["files"][t]] for t in man["types"]}
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -640,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(str(e))
     if args.per_type < 1:
         ap.error(f"--per-type must be >= 1, got {args.per_type}")
+    from training.mask_sets import MANIFEST, write_mask_set
+
     try:
         man = write_mask_set(args.out, args.size, args.per_type, args.seed, types, progress=not args.json)
     except OSError as e:
