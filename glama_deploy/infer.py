@@ -7,7 +7,8 @@ The result keeps every known pixel of the input unchanged; images are padded to 
 written as RGB, RGBA inputs keep their alpha, 16-bit inputs are written as 16-bit where the output
 format allows. Outputs are written atomically and never overwrite an input unless --overwrite.
 
-Exit codes: 0 ok, 2 bad input (one-line error naming the file), 1 other failure.
+Exit codes: 0 ok, 2 bad input (one-line error naming the file or option), 1 other failure,
+130 interrupted (Ctrl-C; finished outputs stay, no half-written file).
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines import ENGINES, EngineError, create_engine
-from .io import IMAGE_EXTS, InputError, list_images, read_image, read_mask, to_nchw, write_image
-from .model.weights import WeightsError
+from .engines import ENGINES, create_engine  # torch and onnxruntime are imported by the engine chosen
+from .errors import EngineError, InputError, WeightsError
+from .io import IMAGE_EXTS, check_file, list_images, read_image, read_mask, to_nchw, write_image
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_WEIGHTS = ASSETS / "glama-tiny.safetensors"
 MODES = ("full", "tiled", "two-stage")
 MASK_SUFFIXES = ("", "_mask", "-mask", ".mask", "_mask001")
+LOSSY = (".jpg", ".jpeg", ".webp")  # formats that change pixels when they encode
 
 log = logging.getLogger("glama_deploy.infer")
 
@@ -39,6 +41,13 @@ class Job:
     image: Path
     mask: Path
     out: Path
+    loaded: tuple | None = None  # (LoadedImage, mask) once read
+
+
+def read_inputs(job: Job) -> tuple:
+    """The decoded image and its mask (1,1,H,W), checked against each other."""
+    loaded = read_image(job.image)
+    return loaded, read_mask(job.mask, loaded.shape)[None, None]
 
 
 def _find_mask(stem: str, mask_dir: Path) -> Path | None:
@@ -50,7 +59,15 @@ def _find_mask(stem: str, mask_dir: Path) -> Path | None:
     return None
 
 
-def plan_jobs(image: Path, mask: Path, out: Path, suffix: str | None, overwrite: bool) -> list[Job]:
+def output_name(image: Path, suffix: str | None, fmt: str | None) -> str:
+    """Folder mode: the input's name (plus ``suffix``), as PNG when the input is in a lossy format and
+    no ``fmt`` is asked for, so every known pixel really comes back unchanged."""
+    ext = f".{fmt.lower().lstrip('.')}" if fmt else (".png" if image.suffix.lower() in LOSSY else image.suffix)
+    return f"{image.stem}{suffix or ''}{ext}"
+
+
+def plan_jobs(image: Path, mask: Path, out: Path, suffix: str | None, overwrite: bool,
+              fmt: str | None = None) -> list[Job]:
     """Pair images with masks and outputs; raise InputError on anything ambiguous."""
     if not image.exists():
         raise InputError(f"{image}: not found")
@@ -69,14 +86,13 @@ def plan_jobs(image: Path, mask: Path, out: Path, suffix: str | None, overwrite:
             m = _find_mask(img.stem, mask)
             if m is None or m == img:
                 raise InputError(f"{img}: no mask named {img.stem}[_mask].<ext> in {mask}")
-            name = img.name if suffix is None else f"{img.stem}{suffix}{img.suffix}"
-            jobs.append(Job(img, m, out / name))
+            jobs.append(Job(img, m, out / output_name(img, suffix, fmt)))
         if not jobs:
             raise InputError(f"{image}: no images ({', '.join(IMAGE_EXTS)}) found")
     else:
         if mask.is_dir():
             raise InputError(f"{mask}: --image is a file, so --mask must be a file")
-        target = out / image.name if out.is_dir() else out
+        target = out / output_name(image, None, fmt) if out.is_dir() else out
         jobs = [Job(image, mask, target)]
     for job in jobs:
         if not overwrite and job.out.resolve() in (job.image.resolve(), job.mask.resolve()):
@@ -93,9 +109,9 @@ def guess_engine(weights: Path) -> str:
 def run_one(engine, job: Job, args: argparse.Namespace, refine_engine=None, progress: bool = False) -> dict:
     from .pipeline import run as run_pipeline
 
-    loaded = read_image(job.image)
+    loaded, mask = job.loaded or read_inputs(job)
+    job.loaded = None
     h, w = loaded.shape
-    mask = read_mask(job.mask, (h, w))[None, None]
     t0 = time.perf_counter()
     image = loaded.to_nchw()
     loaded.pixels = None  # drop the decoded buffer: at 8K every copy counts
@@ -138,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--protocol", choices=("http", "grpc"), default="http", help="triton protocol")
     ap.add_argument("--model-name", default="glama_onnx", help="triton: model to call")
     ap.add_argument("--suffix", help="folder mode: add this to output names (e.g. _inpainted)")
+    ap.add_argument("--format", dest="fmt", metavar="EXT",
+                    help="output format when --out is a folder (png, jpg, webp, tif, bmp). Default: the "
+                         "input's, except that JPEG/WebP inputs are written as PNG: a lossy format would "
+                         "change the known pixels the result promises to keep")
     ap.add_argument("--overwrite", action="store_true", help="allow writing over an input file")
     ap.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -157,22 +177,82 @@ def make_engine(args: argparse.Namespace, weights: Path):
     return create_engine(kind, str(weights), device=args.device, threads=args.threads)
 
 
+def check_weights_file(path: Path) -> None:
+    """A first look at a weights file without importing torch (the full check comes with loading):
+    the format its extension names must match its first bytes."""
+    if not path.is_file():
+        raise InputError(f"{path}: weights file not found")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    ext = path.suffix.lower()
+    if ext == ".safetensors":
+        n = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+        if not (2 <= n <= path.stat().st_size - 8 and head[8:9] == b"{"):
+            raise WeightsError(f"{path}: not a safetensors file (no JSON header)")
+    elif ext in (".ckpt", ".pt", ".pth") and not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    elif not head:
+        raise WeightsError(f"{path}: empty file")
+
+
+def check_device(device: str) -> None:
+    """Refuse a device the machine does not have, before building an engine (one line, exit 2)."""
+    if not device.startswith("cuda"):
+        if device != "cpu":
+            raise InputError(f"--device {device}: unknown device (use cpu, cuda or cuda:N)")
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        build = version("torch")
+    except PackageNotFoundError:
+        build = ""
+    if build.endswith("+cpu"):  # known without importing torch (seconds on a busy machine)
+        raise InputError(f"--device {device}: this torch build has no CUDA (torch {build}); use --device cpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise InputError(f"--device {device}: {why} (torch {torch.__version__}); use --device cpu")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    jobs: list[Job] = []
+    results: list[dict] = []
     try:
-        jobs = plan_jobs(args.image, args.mask, args.out, args.suffix, args.overwrite)
-        if args.engine != "triton" and not args.weights.is_file():
-            raise InputError(f"{args.weights}: weights file not found")
+        if args.fmt and f".{args.fmt.lower().lstrip('.')}" not in IMAGE_EXTS:
+            raise InputError(f"--format {args.fmt}: unknown format (use one of {', '.join(IMAGE_EXTS)})")
+        jobs = plan_jobs(args.image, args.mask, args.out, args.suffix, args.overwrite, args.fmt)
+        if args.engine != "triton":
+            check_weights_file(args.weights)
+        for job in jobs:  # before any model is loaded: a bad input costs a fraction of a second
+            check_file(job.image, "image")
+            check_file(job.mask, "mask")
+        if len(jobs) == 1:  # decode it now too (run_one reuses it): a size mismatch is found at once
+            jobs[0].loaded = read_inputs(jobs[0])
+        if (args.engine or guess_engine(args.weights)) in ("torch", "tensorrt"):
+            check_device(args.device)
+        for job in jobs:
+            if job.out.suffix.lower() in LOSSY and not args.quiet:
+                print(f"note: {job.out.name} is {job.out.suffix[1:].upper()}, a lossy format: known pixels "
+                      "will differ slightly from the input (write .png to keep them exact)", file=sys.stderr)
+                break
         engine = make_engine(args, args.weights)
         refine = make_engine(args, args.refine_weights) if args.refine_weights else None
         from tqdm import tqdm
 
-        results = []
         bar = tqdm(jobs, unit="img", disable=args.quiet or len(jobs) < 2, file=sys.stderr)
         for job in bar:
             bar.set_postfix_str(job.image.name)
             results.append(run_one(engine, job, args, refine, progress=not args.quiet and len(jobs) == 1))
+    except KeyboardInterrupt:  # outputs are written atomically: nothing half-written is left
+        print(f"interrupted after {len(results)} of {len(jobs)} image(s)", file=sys.stderr)
+        return 130
     except (InputError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

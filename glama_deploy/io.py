@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import InputError
 from .fsutil import atomic_write_bytes
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -34,20 +35,17 @@ def truncation_problem(data: bytes) -> str | None:
     OpenCV decodes a truncated JPEG without an error (libjpeg warns "Premature end of JPEG file",
     naming no file) and fills the missing part with grey. A complete JPEG has an end-of-image
     marker after its last start-of-scan (entropy-coded data cannot hold FF D9); a complete PNG
-    ends with its IEND chunk.
+    ends with its IEND chunk. ``data`` may be the file's first bytes followed by only its last part
+    (the rule needs just the end of the file).
     """
     if data[:3] == b"\xff\xd8\xff":
-        sos = data.rfind(b"\xff\xda")
-        if sos < 0 or data.rfind(b"\xff\xd9") < sos:
+        eoi = data.rfind(b"\xff\xd9")
+        if eoi < 0 or eoi < data.rfind(b"\xff\xda"):
             return "truncated or corrupt JPEG (no end-of-image marker after the image data)"
     elif data[:8] == b"\x89PNG\r\n\x1a\n":
         if b"IEND" not in data[-64:]:
             return "truncated or corrupt PNG (no IEND chunk at the end)"
     return None
-
-
-class InputError(ValueError):
-    """Bad user input; the message is one line and names the file."""
 
 
 @dataclass
@@ -79,13 +77,50 @@ class LoadedImage:
         return out
 
 
+def check_file(path: str | os.PathLike, what: str = "image") -> None:
+    """The cheap checks of :func:`read_image` / :func:`read_mask` without decoding: the file exists,
+    has an image signature OpenCV reads, and is not a truncated JPEG/PNG. For a fast first pass
+    over many inputs before a model is loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} file not found")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - (1 << 20)))  # the end of the file holds what truncation removes
+            tail = f.read()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    if not head:
+        raise InputError(f"{path}: empty file")
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
+        problem = truncation_problem(head + tail if size > len(tail) else tail)
+        if problem:
+            raise InputError(f"{path}: {problem}")
+
+
+def _decode(path: Path, what: str) -> np.ndarray:
+    """Decode a file as stored (depth, channels), refusing truncated JPEG/PNG files by name."""
+    try:
+        raw = np.fromfile(str(path), np.uint8)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    problem = truncation_problem(raw.tobytes())
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    data = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    if data is None:
+        raise InputError(f"{path}: not a readable {what} (OpenCV could not decode it)")
+    return data
+
+
 def read_image(path: str | os.PathLike) -> LoadedImage:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: image file not found")
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None:
-        raise InputError(f"{path}: not a readable image (OpenCV could not decode it)")
+    data = _decode(path, "image")
     if data.dtype == np.uint8:
         depth = 8
     elif data.dtype == np.uint16:
@@ -120,9 +155,7 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: mask file not found")
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None:
-        raise InputError(f"{path}: not a readable mask image (OpenCV could not decode it)")
+    data = _decode(path, "mask image")
     if data.ndim == 3:
         data = data[:, :, :3] if data.shape[2] == 4 else data
         data = data.max(axis=2)

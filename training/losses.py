@@ -96,10 +96,13 @@ class LossConfig:
     perceptual: str = "hrf"  # "hrf" | "recon" | "off" (see module doc)
     recon: float = 10.0  # weight of the multi-scale hole L1 when perceptual == "recon"
     recon_scales: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 4, 8])
+    recon_norm: str = "l1"  # "l1" | "l2" (squared error: its gradient grows with the error)
 
     def __post_init__(self) -> None:
         if self.perceptual not in PERCEPTUAL:
             raise ValueError(f"loss.perceptual must be one of {PERCEPTUAL}, got {self.perceptual!r}")
+        if self.recon_norm not in ("l1", "l2"):
+            raise ValueError(f"loss.recon_norm must be 'l1' or 'l2', got {self.recon_norm!r}")
         if not self.recon_scales or any(int(s) != s or s < 1 for s in self.recon_scales):
             raise ValueError(f"loss.recon_scales must be integers >= 1, got {self.recon_scales!r}")
         for f in ("l1_known", "l1_missing", "adv", "r1", "fm", "pl", "tv", "ffl", "lama", "recon"):
@@ -135,7 +138,7 @@ def l1_known_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 
 
 def multiscale_hole_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                       scales: list[int] | tuple[int, ...] = (1, 2, 4, 8)) -> torch.Tensor:
+                       scales: list[int] | tuple[int, ...] = (1, 2, 4, 8), norm: str = "l1") -> torch.Tensor:
     """The HRF substitute: mean over ``scales`` of the L1 between the ``s x s`` average-pooled
     composite and target, weighted by the pooled hole mask and normalised by it.
 
@@ -149,7 +152,8 @@ def multiscale_hole_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Ten
         s = int(s)
         p, t, m = (comp, target, mask) if s == 1 else (F.avg_pool2d(comp, s), F.avg_pool2d(target, s),
                                                         F.avg_pool2d(mask, s))
-        terms.append(((p - t).abs() * m).sum() / (m.sum() * p.shape[1]).clamp(min=1e-8))
+        d = (p - t).abs() if norm == "l1" else (p - t).square()
+        terms.append((d * m).sum() / (m.sum() * p.shape[1]).clamp(min=1e-8))
     return torch.stack(terms).mean()
 
 
@@ -344,7 +348,7 @@ class JointLoss(nn.Module):
             if c.pl > 0 and self._hrf_on():
                 pl = c.pl * self.perceptual(pred, target)
             if c.recon > 0 and c.perceptual == "recon":
-                recon = c.recon * multiscale_hole_l1(pred, target, mask, c.recon_scales)
+                recon = c.recon * multiscale_hole_l1(pred, target, mask, c.recon_scales, c.recon_norm)
         lama = l1 + adv + fm + pl + recon
         if c.tv > 0:
             tv = c.tv * total_variation_loss(pred, c.tv_beta, c.tv_reduction)

@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import EngineError as EngineError  # re-exported: the engines raise it
 from ..pipeline.compose import composite, pad_to_multiple
 
 
@@ -20,10 +21,6 @@ class Engine(Protocol):
     name: str
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
-
-
-class EngineError(RuntimeError):
-    """The backend cannot run (missing package, no device, server down...)."""
 
 
 def check_inputs(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +49,10 @@ class BaseEngine:
         if not mask.any():
             return image.copy()
         h, w = image.shape[2:]
-        pred = self._run(pad_to_multiple(image, self.multiple), pad_to_multiple(mask, self.multiple))
+        # at least two multiples: the bottleneck must be 2 px wide for its reflection padding
+        side = 2 * self.multiple if self.multiple > 1 else 1
+        pred = self._run(pad_to_multiple(image, self.multiple, min_size=side),
+                         pad_to_multiple(mask, self.multiple, min_size=side))
         return composite(image, mask, pred[:, :, :h, :w])
 
     def _run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:

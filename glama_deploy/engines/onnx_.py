@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from ..errors import WeightsError
 from .base import BaseEngine, EngineError
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,10 @@ class OnnxEngine(BaseEngine):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
         except Exception as e:  # onnxruntime raises its own exception types
-            raise EngineError(f"{path}: onnxruntime could not load the model ({e})") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if any(k in first for k in ("INVALID_PROTOBUF", "INVALID_GRAPH", "INVALID_ARGUMENT", "Load model")):
+                raise WeightsError(f"{path}: not a loadable ONNX model ({first})") from None
+            raise EngineError(f"{path}: onnxruntime could not load the model ({first})") from None
         # what the session really got, not what we asked for (onnxruntime-gpu silently falls back)
         self.providers = self.session.get_providers()
         if wanted[0] not in self.providers:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..errors import WeightsError
 from ..fsutil import atomic_output
 from .generator import CONFIGS, Generator, GeneratorConfig
 from .tensor_unpickler import load_tensors_only
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 GENERATOR_PREFIX = "generator."
 SAFETENSORS_EXT = (".safetensors",)
 TORCH_EXT = (".ckpt", ".pth", ".pt", ".bin")
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used; the message names the file and the problem."""
 
 
 def git_revision() -> str:
