@@ -324,6 +324,57 @@ def test_exact_resume_is_bit_identical(photos, tmp_path):
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
+def test_truncated_last_checkpoint_falls_back_to_previous(photos, tmp_path, caplog):
+    """last.pt keeps its predecessor as previous.pt; a damaged last.pt resumes from the newest readable
+    checkpoint with a warning; temp files of a killed write are removed at the next start."""
+    from training.train import Trainer, main
+
+    out = tmp_path / "run"
+    Trainer(small_cfg(photos, out, steps=4, extra=["train.ckpt_every=2"])).fit()
+    ck = out / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir()) == ["last.pt", "previous.pt"]
+    assert torch.load(ck / "previous.pt", weights_only=True)["step"] == 2
+    data = (ck / "last.pt").read_bytes()
+    (ck / "last.pt").write_bytes(data[: len(data) // 3])  # a truncated copy
+    (ck / ".last.pt.abc123.tmp").write_bytes(b"half a write")
+    with caplog.at_level("WARNING", logger="training.train"):
+        assert main(["--resume", str(ck / "last.pt"), "--set", "train.steps=5", "-q"]) == 0
+    assert "resuming from" in caplog.text and "previous.pt (step 2)" in caplog.text
+    assert "truncated or corrupt" in caplog.text
+    assert not list(ck.glob(".*.tmp"))
+    assert torch.load(ck / "last.pt", weights_only=True)["step"] == 5
+
+
+def _bad_resume(tmp_path, name: str, data: bytes) -> str:
+    (tmp_path / name).write_bytes(data)
+    return str(tmp_path / name)
+
+
+# One row per bad --resume: (name, text the one-line error must contain, the file to resume from).
+BAD_RESUMES = [
+    ("missing", "checkpoint not found", lambda t: str(t / "none.pt")),
+    ("0-byte last.pt", "empty file (0 bytes)", lambda t: _bad_resume(t, "last.pt", b"")),
+    ("random bytes", "not a training checkpoint (not a PyTorch file)",
+     lambda t: _bad_resume(t, "r.pt", np.random.default_rng(0).bytes(3000))),
+    ("a .safetensors weights file", "a weights file, not a training checkpoint",
+     lambda t: _bad_resume(t, "w.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{}")),
+    ("another torch file", "not a training checkpoint of python -m training.train",
+     lambda t: (torch.save({"state_dict": {"w": torch.zeros(2)}}, t / "other.pt"), str(t / "other.pt"))[1]),
+    ("a pickle with code", "holds objects other than tensors",
+     lambda t: (torch.save({"step": 1, "obj": Path("x")}, t / "code.pt"), str(t / "code.pt"))[1]),
+]
+
+
+@pytest.mark.parametrize("name,needle,make", BAD_RESUMES, ids=[b[0] for b in BAD_RESUMES])
+def test_bad_resume_is_one_line_exit_2(tmp_path, capsys, name, needle, make):
+    from training.train import main
+
+    assert main(["--resume", make(tmp_path), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert "weights_only=False" not in err[0] and "Traceback" not in err[0]
+
+
 def test_init_weights_fine_tunes_from_our_weights_and_official_checkpoints(photos, tmp_path):
     """model.init_weights: G strictly from a .safetensors or a Lightning .ckpt (official LaMa layout,
     with a config object weights_only refuses); D from the .ckpt when it has a fitting one."""

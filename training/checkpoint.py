@@ -1,8 +1,17 @@
-"""Training checkpoints: every RNG state, atomic writes, a safe reader."""
+"""Training checkpoints: every RNG state, atomic writes, a safe reader that falls back.
+
+``checkpoints/last.pt`` is written atomically (temp file, then rename); the checkpoint it replaces
+is kept as ``previous.pt``. Resuming from a ``last.pt`` that cannot be read (a truncated copy, a
+disk that filled up) falls back to the newest readable of ``previous.pt`` and the ``step-N.pt``
+snapshots, and says so. Temp files of a write that was killed are removed at the next start.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +22,11 @@ from glama_deploy.fsutil import atomic_output, atomic_write_bytes
 from training.config import ConfigError
 
 CKPT_NAME = "last.pt"
+PREVIOUS_NAME = "previous.pt"
+FORMAT = "glama-deploy/train-checkpoint/v1"
+REQUIRED = ("step", "generator", "discriminator", "opt_g", "opt_d", "rng", "config")
+
+log = logging.getLogger("training.train")
 
 
 def rng_state() -> dict[str, Any]:
@@ -47,11 +61,82 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def save_rotating(obj: Any, path: Path) -> Path:
+    """Write ``path`` atomically; the file it replaces becomes ``previous.pt`` beside it."""
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+        if path.exists():
+            os.replace(path, path.with_name(PREVIOUS_NAME))
+    return path
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` files left by a checkpoint write that was killed (one writer per run)."""
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+        log.warning("removed %s, left by a checkpoint write that was interrupted", p)
+    return stale
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint; any problem is one ConfigError line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: checkpoint not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise ConfigError(f"{path}: empty file (0 bytes), not a training checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if path.suffix == ".safetensors" or head[8:9] == b"{":  # safetensors: 8-byte length, then JSON
+        raise ConfigError(f"{path}: a weights file, not a training checkpoint; to start from these weights "
+                          "use --set model.init_weights=PATH")
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise ConfigError(f"{path}: not a training checkpoint (not a PyTorch file)")
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        ck = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling raises many types
-        raise ConfigError(f"{path}: not a readable training checkpoint ({str(e).splitlines()[0]})") from None
+        # torch's own message may advise weights_only=False, which would run code from the file:
+        # never pass that on.
+        why = "truncated or corrupt" if isinstance(e, (EOFError, RuntimeError)) and "weights_only" not in str(e) \
+            else "it holds objects other than tensors and plain values, which are not loaded"
+        raise ConfigError(f"{path}: not a readable training checkpoint ({why})") from None
+    if not isinstance(ck, dict) or any(k not in ck for k in REQUIRED):
+        found = ", ".join(sorted(map(str, ck))[:6]) if isinstance(ck, dict) else type(ck).__name__
+        raise ConfigError(f"{path}: not a training checkpoint of python -m training.train (found {found}); "
+                          "for weights use --set model.init_weights=PATH")
+    return ck
+
+
+def _fallbacks(path: Path) -> list[Path]:
+    """``previous.pt`` and the ``step-N.pt`` snapshots beside ``path``, newest first."""
+    snaps = []
+    for p in path.parent.glob("step-*.pt"):
+        m = re.fullmatch(r"step-(\d+)\.pt", p.name)
+        if m:
+            snaps.append((int(m.group(1)), p))
+    prev = [path.with_name(PREVIOUS_NAME)] if path.name != PREVIOUS_NAME else []
+    return [p for p in prev if p.is_file()] + [p for _, p in sorted(snaps, reverse=True)]
+
+
+def load_checkpoint_with_fallback(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """``load_checkpoint(path)``, or, when ``path`` is a run's ``last.pt`` that cannot be read, the newest
+    readable of ``previous.pt`` and the ``step-N.pt`` snapshots beside it (with a warning)."""
+    path = Path(path)
+    try:
+        return load_checkpoint(path), path
+    except ConfigError as first:
+        if path.name != CKPT_NAME:
+            raise
+        found = []
+        for cand in _fallbacks(path):
+            try:
+                found.append((load_checkpoint(cand), cand))
+            except ConfigError:
+                continue
+        if not found:
+            raise first from None
+        ck, cand = max(found, key=lambda f: int(f[0]["step"]))
+        log.warning("%s; resuming from %s (step %d) instead", first, cand, int(ck["step"]))
+        return ck, cand

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from glama_deploy.model.weights import WeightsError
-from training.checkpoint import load_checkpoint
+from training.checkpoint import load_checkpoint, load_checkpoint_with_fallback
 from training.config import ConfigError, RunConfig, config_from_dict, dump_config, load_config
 from training.data import DataError
 from training.trainer import Trainer, coarse_fill
@@ -68,7 +68,7 @@ def resolve(args: argparse.Namespace) -> RunConfig:
     if args.config:
         return load_config(args.config, args.overrides)
     if args.resume:
-        cfg = config_from_dict(load_checkpoint(args.resume)["config"])
+        cfg = config_from_dict(load_checkpoint(args.resume)["config"])  # main() resolved the file
         from training.config import apply_override
 
         for o in args.overrides:
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     command = "python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
+        if args.resume:  # a last.pt that cannot be read falls back to previous.pt / step-N.pt, saying so
+            args.resume = str(load_checkpoint_with_fallback(args.resume)[1])
         cfg = resolve(args)
         if args.print_config:
             print(dump_config(cfg), end="")

@@ -32,10 +32,13 @@ from glama_deploy.model.weights import (
 )
 from training.checkpoint import (
     CKPT_NAME,
+    FORMAT,
     atomic_torch_save,
     atomic_write_text,
     load_checkpoint,
+    remove_stale_temp_files,
     rng_state,
+    save_rotating,
     set_rng_state,
 )
 from training.config import ConfigError, RunConfig, dump_config
@@ -169,7 +172,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoint io
     def _checkpoint(self) -> dict[str, Any]:
         return {
-            "format": "glama-deploy/train-checkpoint/v1",
+            "format": FORMAT,
             "step": self.step,
             "generator": self.G.state_dict(),
             "discriminator": self.D.state_dict(),
@@ -194,7 +197,7 @@ class Trainer:
         keep = self.cfg.train.keep_every
         if keep and self.step % keep == 0:
             atomic_torch_save(ck, self.out / "checkpoints" / f"step-{self.step}.pt")
-        return atomic_torch_save(ck, self.out / "checkpoints" / CKPT_NAME)
+        return save_rotating(ck, self.out / "checkpoints" / CKPT_NAME)
 
     def _load(self, path: str | Path) -> None:
         ck = load_checkpoint(path)
@@ -337,6 +340,7 @@ class Trainer:
                             num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda")
         if self.d.main:
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(self.out / "checkpoints")
             atomic_write_text(self.out / "config.yaml", dump_config(cfg))
             self._log_setup()
             from torch.utils.tensorboard import SummaryWriter
