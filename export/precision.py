@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 SPECTRAL_MODULES = ("FourierUnit",)
+# the prefill pyramid of prefill generators: its mean colour sums every pixel (fp16 overflows)
+PREFILL_MODULES = ("PyramidFill",)
 SPECTRAL_OPS = frozenset({"MatMul", "Cos", "Sin", "Range", "DFT", "STFT"})
 NORM_OPS = frozenset({"BatchNormalization", "InstanceNormalization", "LayerNormalization",
                       "GroupNormalization"})
@@ -72,8 +74,8 @@ def node_infos(model) -> list[NodeInfo]:
     return out
 
 
-def _spectral_by_scope(nodes: Sequence[NodeInfo]) -> set[str]:
-    chosen = {n.name for n in nodes if any(m in n.scope for m in SPECTRAL_MODULES)}
+def _spectral_by_scope(nodes: Sequence[NodeInfo], modules: Sequence[str] = SPECTRAL_MODULES) -> set[str]:
+    chosen = {n.name for n in nodes if any(m in n.scope for m in modules)}
     if not chosen:
         return chosen
     # nodes the exporter's optimiser added without metadata (e.g. a Cast) follow their producers
@@ -123,7 +125,7 @@ def _spectral_by_pattern(nodes: Sequence[NodeInfo]) -> set[str]:
 
 
 def select_fp32_nodes(nodes: Sequence[NodeInfo], keep_norm: bool = True) -> dict[str, str]:
-    """ONNX node name -> why it stays fp32 ('spectral', 'spectral-pattern' or 'norm')."""
+    """ONNX node name -> why it stays fp32 ('spectral', 'spectral-pattern', 'prefill' or 'norm')."""
     chosen: dict[str, str] = {}
     if keep_norm:
         chosen.update({n.name: "norm" for n in nodes if n.op_type in NORM_OPS})
@@ -132,6 +134,7 @@ def select_fp32_nodes(nodes: Sequence[NodeInfo], keep_norm: bool = True) -> dict
     if not spectral:
         spectral, reason = _spectral_by_pattern(nodes), "spectral-pattern"
     chosen.update({name: reason for name in spectral})
+    chosen.update({name: "prefill" for name in _spectral_by_scope(nodes, PREFILL_MODULES)})
     return chosen
 
 

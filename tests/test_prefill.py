@@ -114,3 +114,13 @@ def test_prefill_generator_onnx_matches_torch_at_any_size(tmp_path):
             want = model(torch.from_numpy(x), torch.from_numpy(m)).numpy()
         assert np.abs(got - want).max() < 1e-4, (h, w)
         assert want[np.broadcast_to(m, want.shape) > 0].std() > 0.05  # a lively fill, not a constant
+    # a fp16/bf16 TensorRT build keeps the pyramid in fp32: its mean colour sums every pixel
+    import onnx
+
+    from export.precision import node_infos, select_fp32_nodes
+
+    nodes = node_infos(onnx.load(str(path)))
+    chosen = select_fp32_nodes(nodes)
+    sums = [n.name for n in nodes if n.op_type == "ReduceSum"]
+    pools = [n.name for n in nodes if n.op_type == "AveragePool"]
+    assert sums and pools and all(chosen.get(n) == "prefill" for n in sums + pools), chosen

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .ffc import FFC_BN_ACT, ConcatTupleLayer, FFCResnetBlock, FourierUnit
-from .prefill import pyramid_fill
+from .prefill import PyramidFill
 from .spectral import BACKENDS
 
 _LOGIT_EPS = 1e-3  # the base fill is clamped to [eps, 1 - eps] before its logit
@@ -106,6 +106,7 @@ class Generator(nn.Module):
                        nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7, padding=0), nn.Sigmoid()]
         self.model = nn.Sequential(*layers)
+        self.fill = PyramidFill() if cfg.prefill else None  # no weights: the state dict is unchanged
         if cfg.prefill:  # start exactly at the classical fill (a zero correction)
             with torch.no_grad():
                 layers[-2].weight.zero_()
@@ -123,8 +124,7 @@ class Generator(nn.Module):
             return self.model(torch.cat([image, mask], dim=1))
         base = image  # a refine model (zero_holes False) starts from the coarse fill it is given
         if self.config.zero_holes:
-            known = 1 - mask
-            base = known * image + mask * pyramid_fill(image, known)
+            base = self.fill(image, mask)
         h = torch.cat([base, mask], dim=1)
         for layer in self.model[:-1]:  # everything but the final Sigmoid
             h = layer(h)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 LEVELS = 8
 TAU = 0.1  # chosen on held-out photos against 0.15, 0.25, 0.35 (training/README.md)
@@ -75,3 +76,14 @@ def pyramid_fill(image: torch.Tensor, known: torch.Tensor, levels: int = LEVELS,
         a = (db / tau).clamp(max=1.0)
         fill = a * (nb / db.clamp(min=_EPS)) + (1 - a) * fill
     return fill
+
+
+class PyramidFill(nn.Module):
+    """:func:`pyramid_fill` as a module (no weights): its nodes carry the scope ``PyramidFill`` in an
+    ONNX export, which is how a low-precision TensorRT build keeps them in fp32 (the mean colour
+    sums every pixel of the image: far beyond fp16's 65504 at 4K)."""
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The image with its holes (``mask`` 1) filled; known pixels exact."""
+        known = 1 - mask
+        return known * image + mask * pyramid_fill(image, known)
