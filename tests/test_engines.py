@@ -8,6 +8,7 @@ import pytest
 from glama_deploy.engines import Engine, EngineError, create_engine
 from glama_deploy.engines.onnx_ import OnnxEngine
 from glama_deploy.engines.torch_ import TorchEngine
+from glama_deploy.errors import WeightsError
 
 from .conftest import SAMPLES, load_rgb
 
@@ -75,5 +76,5 @@ def test_factory_errors(tmp_path):
     with pytest.raises(EngineError, match="ONNX model not found"):
         create_engine("onnxruntime", str(tmp_path / "none.onnx"))
     (tmp_path / "junk.onnx").write_bytes(b"junk")
-    with pytest.raises(EngineError, match="could not load"):
+    with pytest.raises(WeightsError, match="junk.onnx: not a loadable ONNX model"):
         create_engine("onnxruntime", str(tmp_path / "junk.onnx"))

@@ -288,7 +288,7 @@ def test_training_steps_reduce_l1_write_checkpoint_and_weights(photos, tmp_path)
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["step"] == 40 and {"generator", "discriminator", "opt_g", "opt_d", "rng", "config"} <= set(ck)
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert kept == ["last.pt", "step-30.pt"]
+    assert kept == ["last.pt", "previous.pt", "step-30.pt"]
     assert torch.load(tmp_path / "run" / "checkpoints" / "step-30.pt", weights_only=True)["step"] == 30
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
     model, meta = load_generator(out)
@@ -467,3 +467,17 @@ def test_ddp_two_cpu_processes(photos, tmp_path):
 
     _, meta = load_generator(out / "generator.safetensors")
     assert meta["world_size"] == "2"
+
+
+def test_discriminator_not_trained_when_no_loss_reads_it(photos, tmp_path):
+    """adv = fm = 0: the D step is skipped (it would cost ~40% of a step for nothing); G still learns."""
+    from training.train import Trainer
+
+    cfg = small_cfg(photos, tmp_path / "run", steps=2, extra=["loss.adv=0", "loss.fm=0", "loss.perceptual=recon"])
+    tr = Trainer(cfg)
+    d0 = copy.deepcopy(tr.D.state_dict())
+    g0 = copy.deepcopy(tr.G.state_dict())
+    logs = tr.train_step(_fixed_batch(cfg))
+    assert all(torch.equal(d0[k], v) for k, v in tr.D.state_dict().items())
+    assert not all(torch.equal(g0[k], v) for k, v in tr.G.state_dict().items())
+    assert "loss/d_total" not in logs and logs["g/gen_recon"] > 0

@@ -274,6 +274,13 @@ class Trainer:
         self.scaler_g.update()
         self.D.requires_grad_(True)
 
+        logs = {"loss/g_total": float(loss_g.detach()), "grad_norm/g": gn_g}
+        logs.update(float_logs(logs_g, "g/"))
+        self._last_batch = (inp, mask, pred, image)
+        broadcast_state(self.G, self.d, buffers_only=True)
+        if self.cfg.loss.adv == 0 and self.cfg.loss.fm == 0:
+            return logs  # no term reads D: training it would only cost time (~40% of a step)
+
         # discriminator step on the (detached) prediction of this step
         with self._autocast():
             loss_d, logs_d = self.loss.discriminator_loss(pred.detach().float(), image, mask,
@@ -286,14 +293,9 @@ class Trainer:
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
 
-        broadcast_state(self.G, self.d, buffers_only=True)
         broadcast_state(self.D, self.d, buffers_only=True)
-
-        logs = {"loss/g_total": float(loss_g.detach()), "loss/d_total": float(loss_d.detach()),
-                "grad_norm/g": gn_g, "grad_norm/d": gn_d}
-        logs.update(float_logs(logs_g, "g/"))
+        logs.update({"loss/d_total": float(loss_d.detach()), "grad_norm/d": gn_d})
         logs.update(float_logs(logs_d, "d/"))
-        self._last_batch = (inp, mask, pred, image)
         return logs
 
     # ------------------------------------------------------------------ validation
@@ -387,7 +389,7 @@ class Trainer:
                         self._write_scalars({**logs, "perf/steps_per_sec": sps,
                                              "lr/g": self.opt_g.param_groups[0]["lr"],
                                              "lr/d": self.opt_d.param_groups[0]["lr"]})
-                        bar.set_postfix(g=f"{logs['loss/g_total']:.3f}", d=f"{logs['loss/d_total']:.3f}",
+                        bar.set_postfix(g=f"{logs['loss/g_total']:.3f}", d=f"{logs.get('loss/d_total', 0):.3f}",
                                         sps=f"{sps:.2f}")
                         log.info("step %d  %s  %.2f steps/s", self.step,
                                  "  ".join(f"{k}={v:.4g}" for k, v in logs.items() if "/" in k), sps)
