@@ -10,13 +10,16 @@ The file only appears at ``--out`` once onnx.checker, the op checks and the pari
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import json
 import logging
 import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +155,31 @@ def export_onnx(model: Generator, out: str | os.PathLike, *, opset: int = DEFAUL
             "parity_max_abs": errs, "config": model.config.name}
 
 
+@contextlib.contextmanager
+def captured_output(enabled: bool = True) -> Iterator[None]:
+    """Send what torch's exporter and onnxscript's optimizer print (~300 lines, some from C++ straight
+    to the file descriptors) to a temp file instead of the terminal."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help=".safetensors or official LaMa .ckpt")
@@ -161,16 +189,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="HxW sizes (multiples of 8) checked against torch; '' to skip")
     ap.add_argument("--tol", type=float, default=1e-4, help="max abs error allowed")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="show the exporter's and optimizer's own output (hidden by default)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         sizes = tuple(tuple(int(v) for v in s.split("x")) for s in args.parity_sizes.split(",") if s)
         model, meta = load_generator(args.weights)
-        report = export_onnx(model, args.out, opset=args.opset, parity_sizes=sizes, tol=args.tol,
-                             metadata={"source_weights": Path(args.weights).name,
-                                       "weights_source": meta.get("source", "")})
+        with captured_output(not args.verbose):
+            report = export_onnx(model, args.out, opset=args.opset, parity_sizes=sizes, tol=args.tol,
+                                 metadata={"source_weights": Path(args.weights).name,
+                                           "weights_source": meta.get("source", "")})
     except (WeightsError, CheckError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        print(f"error: the ONNX export needs the 'export' extra (missing module {e.name!r}): "
+              f"pip install -e \".[export]\"", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report, indent=2))

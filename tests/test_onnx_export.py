@@ -58,11 +58,15 @@ def test_lama_fourier_export_parity(tmp_path):
     assert np.abs(got - ref).max() <= 1e-4
 
 
-def test_cli_export_and_check(tmp_path, tiny_model, capsys):
+def test_cli_export_and_check(tmp_path, tiny_model, capfd):
     weights = save_weights(tiny_model, tmp_path / "t.safetensors")
     out = tmp_path / "cli.onnx"
     assert export_main(["--weights", str(weights), "--out", str(out), "--parity-sizes", "64x64"]) == 0
     assert out.is_file() and not list(tmp_path.glob(".export-*"))
+    # quiet by default: one line, not the exporter's ~300 lines of chatter (they are behind --verbose)
+    printed = capfd.readouterr()
+    assert printed.out.strip().splitlines() == [printed.out.strip()] and printed.out.startswith("wrote "), printed
+    assert printed.err.strip() == "", printed.err
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["spectral_backend"] == "matmul" and meta["source_weights"] == "t.safetensors"
     assert check_main([str(out), "--weights", str(weights), "--sizes", "64x64,56x72"]) == 0
