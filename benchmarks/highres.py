@@ -28,9 +28,10 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 
 import numpy as np  # noqa: E402
 
+from glama_deploy.bundled import DEFAULT_WEIGHTS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = ROOT / "glama_deploy" / "assets" / "glama-tiny.safetensors"
-SHARED_HIGHRES = Path("/work/shared/data/highres")
+SHARED_HIGHRES = ROOT.parent / "shared" / "data" / "highres"  # beside the checkout, as in development
 MODES = ("full", "tiled", "two-stage")
 
 

@@ -551,7 +551,7 @@ def apply_quick(args, argv: list[str]) -> None:
 
 
 def default_highres_image() -> str | None:
-    for folder in (common.ROOT / "glama_deploy" / "assets" / "samples", Path("/work/shared/data/highres")):
+    for folder in (common.ROOT / "glama_deploy" / "assets" / "samples", common.ROOT.parent / "shared" / "data" / "highres"):
         if folder.is_dir():
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
                            and "mask" not in p.stem)

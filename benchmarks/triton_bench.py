@@ -10,7 +10,7 @@ server running another model cannot pass as a comparison.
 ``python -m benchmarks.triton_bench [--url HOST:PORT] [--onnx model.onnx]``: without --url it builds
 a CPU-flavour repository from the ONNX file in a temp dir, starts tritonserver (server
 environment: ``python -m glama_deploy.triton setup-env``), measures, and stops it. Without --onnx
-the bundled glama-tiny weights are exported first.
+the bundled default weights are exported first.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from glama_deploy.bundled import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("benchmarks.triton_bench")
@@ -87,7 +89,7 @@ def measure_triton(url: str, sizes, n: int = 30, concurrency: int = 4, *, protoc
                    threads: int | None = None, warmup: int = 2, hole: float = 0.25, rounds: int = 4) -> list[dict]:
     """One row per size (int or (H, W)): Triton and in-process onnxruntime infer/s, p50/p99 and ratios.
 
-    ``onnx``: the model the server runs (default: $GLAMA_TRITON_ONNX, else the bundled tiny
+    ``onnx``: the model the server runs (default: $GLAMA_TRITON_ONNX, else the bundled default
     weights exported to a temp file). ``threads``: onnxruntime intra-op threads in-process
     (default: all cores; match the server's per-instance setting for a like-for-like run).
     ``rounds``: the n requests are split into rounds that alternate between the two sides.
@@ -143,11 +145,11 @@ def measure_triton(url: str, sizes, n: int = 30, concurrency: int = 4, *, protoc
 
 
 def export_default_onnx(path: Path) -> str:
-    """The bundled glama-tiny weights as ONNX (what `build-repo --onnx` would serve)."""
+    """The bundled default weights as ONNX (what `build-repo --onnx` would serve)."""
     from export.onnx import export_onnx
     from glama_deploy.model.weights import load_generator
 
-    model, _ = load_generator(ROOT / "glama_deploy" / "assets" / "glama-tiny.safetensors")
+    model, _ = load_generator(DEFAULT_WEIGHTS)
     export_onnx(model, path, parity_sizes=())
     return str(path)
 
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", help="running server (default: start one on a temp CPU repository)")
     ap.add_argument("--protocol", choices=("http", "grpc"), default="http")
     ap.add_argument("--model-name", default="glama_onnx_py")
-    ap.add_argument("--onnx", help="the model the server runs (default: bundled glama-tiny, exported)")
+    ap.add_argument("--onnx", help="the model the server runs (default: the bundled model, exported)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--n", type=int, default=40, help="requests per size and side")
     ap.add_argument("--concurrency", type=int, default=4)

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundled import DEFAULT_WEIGHTS
 from .engines import ENGINES, create_engine  # torch and onnxruntime are imported by the engine chosen
 from .errors import EngineError, InputError, WeightsError
 from .io import IMAGE_EXTS, check_file, list_images, read_image, read_mask, to_nchw, write_image
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_WEIGHTS = ASSETS / "glama-tiny.safetensors"
 MODES = ("full", "tiled", "two-stage")
 MASK_SUFFIXES = ("", "_mask", "-mask", ".mask", "_mask001")
 LOSSY = (".jpg", ".jpeg", ".webp")  # formats that change pixels when they encode

@@ -1,6 +1,6 @@
 """Evaluate a generator per mask type, like the GLaMa paper's Tables 1-2.
 
-    python -m training.evaluate --weights glama_deploy/assets/glama-tiny.safetensors \\
+    python -m training.evaluate --weights glama_deploy/assets/glama-small.safetensors \\
         --images held_out/ --masks masks256/ --out reports/glama-tiny
     python -m training.evaluate --baseline telea --images held_out/ --masks masks256/ --out reports/telea
 
