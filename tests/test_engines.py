@@ -78,3 +78,16 @@ def test_factory_errors(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     with pytest.raises(WeightsError, match="junk.onnx: not a loadable ONNX model"):
         create_engine("onnxruntime", str(tmp_path / "junk.onnx"))
+
+
+def test_gpu_extra_brings_the_gpu_stack():
+    """`pip install -e ".[gpu]"` names TensorRT, CUDA bindings, the Triton client and the exporter's
+    needs (onnxruntime-gpu is swapped in by hand: it must never sit beside onnxruntime)."""
+    import tomllib
+
+    from .conftest import ROOT
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {r.split("[")[0].split(">")[0].split("=")[0].split("<")[0] for r in extras["gpu"]}
+    assert {"tensorrt", "cuda-python", "tritonclient", "onnx", "onnxscript"} <= names
+    assert "onnxruntime-gpu" not in names and "onnxruntime" not in names
