@@ -289,6 +289,9 @@ def to_markdown(report: dict) -> str:
          f"- versions: python {v['python']}, torch {v['torch']}, onnxruntime {v['onnxruntime']}, "
          f"numpy {v['numpy']}; git {report['git_revision']}",
          f"- threads per engine: {report['threads']}; device: {report['device']}",
+         *([f"- model: {report['model']['parameters']:,} parameters, weights {report['model']['weights_mb']:.1f} MB"
+            + "".join(f", {n} ONNX {mb:.1f} MB" for n, mb in report["model"]["onnx_mb"].items())]
+           if "model" in report else []),
          f"- sgemm peak ({s['n']}x{s['n']} float32, best of runs): {s['peak_gflops']:.1f} GFLOP/s "
          f"(torch {s['torch_gflops']:.1f}, numpy {s['numpy_gflops']:.1f})",
          f"- wall time: {report['wall_s']:.0f} s" + (" (--quick)" if report["quick"] else ""), ""]
@@ -551,7 +554,8 @@ def apply_quick(args, argv: list[str]) -> None:
 
 
 def default_highres_image() -> str | None:
-    for folder in (common.ROOT / "glama_deploy" / "assets" / "samples", common.ROOT.parent / "shared" / "data" / "highres"):
+    shared_highres = common.ROOT.parent / "shared" / "data" / "highres"
+    for folder in (common.ROOT / "glama_deploy" / "assets" / "samples", shared_highres):
         if folder.is_dir():
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
                            and "mask" not in p.stem)
@@ -653,8 +657,13 @@ def main(argv: list[str] | None = None) -> int:
     # -- FLOPs, counted on the meta device
     from glama_deploy.model.weights import load_generator
 
-    config_obj = load_generator(weights)[0].config
+    generator = load_generator(weights)[0]
+    config_obj = generator.config
     report["config"] = config_obj.name  # with --weights, the file decides
+    report["model"] = {"parameters": sum(p.numel() for p in generator.parameters()),
+                       "weights_mb": Path(weights).stat().st_size / 1e6,
+                       "onnx_mb": {n: Path(sp["onnx"]).stat().st_size / 1e6 for n, sp in specs.items() if "onnx" in sp}}
+    del generator
     all_hw = sorted(set(sizes), key=lambda s: s[0] * s[1])
     flops = {hw: {b: common.count_flops(config_obj, hw[0], hw[1], b) for b in ("fft", "matmul")}
              for hw in all_hw}

@@ -62,6 +62,14 @@ def test_quick_json_has_every_engine_size_and_batch(quick_report):
         assert r["max_abs_diff_vs_torch_fft"] < 1e-4, r
     assert {x["key"] for x in rep["ratios"]} >= {"ort-matmul/torch-fft", "ort-matmul/ort-dft"}
     assert {"ort-matmul/torch-fft", "ort-matmul/ort-dft", "best_peak_fraction"} <= set(rep["summary"])
+    # what a user sizes a deployment by: parameters and file sizes of the model measured
+    from glama_deploy.model import Generator, get_config
+
+    m = rep["model"]
+    assert m["parameters"] == sum(p.numel() for p in Generator(get_config(rep["config"])).parameters())
+    assert 0.9 * m["parameters"] * 4 / 1e6 < m["weights_mb"] < 1.2 * m["parameters"] * 4 / 1e6
+    assert set(m["onnx_mb"]) == {"ort-matmul", "ort-dft"}
+    assert all(v > 0.9 * m["weights_mb"] for v in m["onnx_mb"].values())
 
 
 @pytest.mark.slow
