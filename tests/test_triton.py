@@ -36,7 +36,8 @@ pytestmark = pytest.mark.triton
 TOL = 1e-4
 TILE, OVERLAP, COARSE = 64, 16, 64
 TEST_OPTIONS = dict(flavour="cpu", max_batch_size=4, generator_instances=1, pipeline_instances=2, threads=1,
-                    tile=TILE, overlap=OVERLAP, coarse_size=COARSE, queue_delay_us=5000, max_side=1024)
+                    tile=TILE, overlap=OVERLAP, coarse_size=COARSE, queue_delay_us=5000, max_side=1024,
+                    max_pixels=2 * 256 * 256)
 
 
 # ------------------------------------------------------------------------------------- fixtures
@@ -230,6 +231,18 @@ def test_pipeline_uint8_hwc_io(server, local):
     assert np.abs(out.astype(int) - ref_u8.astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("hw", [(8, 8), (5, 7), (1, 40), (8, 300)])
+def test_pipeline_takes_any_size(server, local, hw):
+    """Sides of 8 px or less (the generator needs 16): the pipeline pads, runs and crops back."""
+    image = np.random.default_rng(hw[0] * 1000 + hw[1]).random((1, 3, *hw), dtype=np.float32)
+    mask = np.zeros((1, 1, *hw), np.float32)
+    mask[..., : hw[0] // 2 + 1, : hw[1] // 2 + 1] = 1
+    for mode in ("full", "tiled"):
+        out = infer_raw(server, "glama_pipeline", {"image": image, "mask": mask}, "output", parameters={"mode": mode})
+        ref = run_pipeline(local, image, mask, mode, tile=TILE, overlap=OVERLAP, coarse_size=COARSE)
+        assert out.shape == image.shape and np.abs(out - ref).max() <= TOL, (hw, mode)
+
+
 # ---------------------------------------------------------------------------------- concurrency
 def test_16_concurrent_clients_get_their_own_answers(server, local):
     import tritonclient.grpc as tg
@@ -279,7 +292,14 @@ def test_16_concurrent_clients_get_their_own_answers(server, local):
 
 
 # ------------------------------------------------------------------------------ bad requests
+def _with(a: np.ndarray, value: float) -> np.ndarray:
+    a = a.copy()
+    a.flat[a.size // 2] = value
+    return a
+
+
 def _bad_requests() -> list[tuple[str, str, dict, str]]:
+    """One row per bad request: extend the table with a line."""
     f = np.zeros
     img, msk = f((1, 3, 64, 64), np.float32), f((1, 1, 64, 64), np.float32)
     u8, m8 = f((40, 48, 3), np.uint8), f((40, 48), np.uint8)
@@ -297,6 +317,15 @@ def _bad_requests() -> list[tuple[str, str, dict, str]]:
          "exceeds .*max side"),
         ("glama_onnx_py", "not /8", {"image": f((1, 3, 60, 64), np.float32), "mask": f((1, 1, 60, 64), np.float32)},
          "multiples of 8"),
+        ("glama_onnx_py", "8x8", {"image": f((1, 3, 8, 8), np.float32), "mask": f((1, 1, 8, 8), np.float32)},
+         "at least 16.*glama_pipeline takes any size"),
+        ("glama_onnx_py", "NaN pixel", {"image": _with(img, np.nan), "mask": msk}, "image holds NaN or Inf"),
+        ("glama_onnx_py", "Inf in mask", {"image": img, "mask": _with(msk, np.inf)}, "mask holds NaN or Inf"),
+        ("glama_onnx_py", "0..255 image", {"image": _with(img, 255.0), "mask": msk}, r"in \[0, 1\].*divide"),
+        ("glama_onnx_py", "mask 7", {"image": img, "mask": _with(msk, 7.0)}, r"mask values must be in \[0, 1\]"),
+        ("glama_onnx_py", "mask -3", {"image": img, "mask": _with(msk, -3.0)}, r"mask values must be in \[0, 1\]"),
+        ("glama_onnx_py", "over pixel budget", {"image": f((3, 3, 256, 256), np.float32),
+                                                "mask": f((3, 1, 256, 256), np.float32)}, "budget of 131072 pixels"),
         ("glama_pipeline", "wrong dtype", {"image_hwc": u8.astype(np.uint16), "mask_hw": m8}, "data-type is 'UINT16'"),
         ("glama_pipeline", "rank 3", {"image": img[0], "mask": msk[0]}, "unexpected shape"),
         ("glama_pipeline", "batch 2", {"image": f((2, 3, 64, 64), np.float32), "mask": f((2, 1, 64, 64), np.float32)},
@@ -308,6 +337,12 @@ def _bad_requests() -> list[tuple[str, str, dict, str]]:
         ("glama_pipeline", "empty", {"image_hwc": f((0, 48, 3), np.uint8), "mask_hw": f((0, 48), np.uint8)}, "empty"),
         ("glama_pipeline", "huge", {"image_hwc": f((4, 30000, 3), np.uint8), "mask_hw": f((4, 30000), np.uint8)},
          "exceeds max side"),
+        ("glama_pipeline", "NaN pixel", {"image": _with(img, np.nan), "mask": msk}, "image holds NaN or Inf"),
+        ("glama_pipeline", "0..255 image", {"image": _with(img, 255.0), "mask": msk}, r"in \[0, 1\]"),
+        ("glama_pipeline", "mask 7", {"image": img, "mask": _with(msk, 7.0)}, r"mask values must be in \[0, 1\]"),
+        ("glama_pipeline", "full mode over budget", {"image_hwc": f((400, 400, 3), np.uint8),
+                                                     "mask_hw": f((400, 400), np.uint8)},
+         "mode=full on 400x400 .* budget of 131072 pixels; use mode=tiled"),
     ]
 
 
@@ -422,3 +457,76 @@ def test_serve_cli_starts_and_stops_on_ctrl_c(server_env, test_repo):
     r = subprocess.run(cmd[:4] + ["--repo", str(test_repo.parent / "nothing-here"), "--env", str(server_env.dir)],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not a model repository" in r.stderr
+
+
+def test_serve_refuses_a_repository_whose_backends_this_server_lacks(server_env):
+    """The checked-in (production) repository needs the onnxruntime/tensorrt backends of NVIDIA's
+    container: one line that names them and the CPU flavour, not tritonserver's failure after 6 s."""
+    r = subprocess.run([sys.executable, "-m", "glama_deploy.triton", "serve", "--repo", str(ROOT / "triton_repo"),
+                        "--env", str(server_env.dir), "--http-port", str(free_port())],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "glama_onnx (onnxruntime)" in r.stderr and "--flavour cpu" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_clean_stale_removes_only_leftovers_of_dead_servers(tmp_path):
+    from glama_deploy.triton.server import clean_stale
+
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    for name in (f"glama{dead}p8000_main", f"glama{os.getpid()}p8000_main", "someone-elses"):
+        (shm / name).write_bytes(b"x")
+    notes = clean_stale(shm_dir=shm, proc_dir=tmp_path / "no-proc")
+    assert sorted(p.name for p in shm.iterdir()) == sorted(["someone-elses", f"glama{os.getpid()}p8000_main"])
+    assert len(notes) == 1 and f"glama{dead}p8000" in notes[0]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def test_kill_9_of_serve_takes_the_server_down_and_a_new_serve_starts(server_env, test_repo):
+    http, grpc = free_port(), free_port()
+    cmd = [sys.executable, "-m", "glama_deploy.triton", "serve", "--repo", str(test_repo), "--http-port", str(http),
+           "--grpc-port", str(grpc), "--metrics-port", "0", "--env", str(server_env.dir)]
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        for line in proc.stderr:
+            if line.startswith("ready:") or proc.poll() is not None:
+                break
+        assert proc.poll() is None, "serve exited before it was ready"
+        return proc
+
+    first = start()
+    servers = _children(first.pid)
+    assert servers, "no tritonserver under serve"
+    first.kill()  # SIGKILL: serve cannot clean up
+    first.wait()
+    deadline = time.monotonic() + 30
+    while any(_running(p) for p in servers):
+        assert time.monotonic() < deadline, "tritonserver outlived its serve wrapper"
+        time.sleep(0.2)
+    second = start()  # same ports: they were released
+    try:
+        engine = create_engine("triton", url=f"127.0.0.1:{grpc}", protocol="grpc", model_name="glama_onnx_py")
+        engine.close()
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.communicate(timeout=60)

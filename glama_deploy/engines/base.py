@@ -23,6 +23,25 @@ class Engine(Protocol):
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
 
 
+RANGE_TOL = 1e-3  # float rounding of values computed in [0, 1]
+
+
+def value_problem(image: np.ndarray, mask: np.ndarray) -> str | None:
+    """What is wrong with the values (not the shapes) of an image/mask pair, or None.
+
+    Images are float in [0, 1]; masks are in [0, 1] with > 0.5 a hole (0/1 in practice). NaN or
+    Inf anywhere, or values outside those ranges (an 8-bit image not divided by 255, a mask of 7
+    or -3), are refused rather than silently cast, clipped or filled with NaN."""
+    for name, x in (("image", image), ("mask", mask)):
+        if not np.isfinite(x).all():
+            return f"{name} holds NaN or Inf values"
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -RANGE_TOL or hi > 1 + RANGE_TOL:
+            hint = " (divide 8-bit images by 255)" if name == "image" and hi > 1 else " (1 = hole, 0 = keep)"
+            return f"{name} values must be in [0, 1], got {lo:g}..{hi:g}{hint}"
+    return None
+
+
 def check_inputs(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     image = np.asarray(image)
     mask = np.asarray(mask)
@@ -34,6 +53,9 @@ def check_inputs(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
         raise ValueError(f"mask {mask.shape} does not match image {image.shape}")
     if image.shape[0] == 0 or image.shape[2] == 0 or image.shape[3] == 0:
         raise ValueError(f"empty input {image.shape}")
+    problem = value_problem(image, mask)
+    if problem:
+        raise ValueError(problem)
     mask = (mask > 0.5).astype(np.float32)
     return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(mask)
 

@@ -53,6 +53,9 @@ def _add_build(sub) -> None:
     ap.add_argument("--coarse-size", type=int, default=d.coarse_size, help="pipeline default coarse size")
     ap.add_argument("--max-side", type=int, default=d.max_side,
                     help="largest H or W glama_onnx_py accepts (the pipeline accepts twice that)")
+    ap.add_argument("--max-pixels", type=int, default=d.max_pixels,
+                    help="budget of batch x H x W per generator request, and of H x W in the pipeline's "
+                         "full mode (larger requests get a 400 that names it)")
     ap.add_argument("--glama-deploy-path", default="", help="folder put on the python models' sys.path "
                     "(default: none; glama_deploy must be importable, `serve` sets PYTHONPATH)")
     ap.add_argument("--json", action="store_true", help="print the written files as JSON")

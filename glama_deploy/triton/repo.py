@@ -51,6 +51,7 @@ class RepoOptions:
     overlap: int = 64
     coarse_size: int = 256
     max_side: int = 4096                  # generator (glama_onnx_py) input limit; pipeline: 2x
+    max_pixels: int = 4096 * 4096         # generator: batch x H x W per request; pipeline: in mode=full
     glama_deploy_path: str = ""           # put on sys.path of the python models ("" = installed package)
 
     def resolved(self) -> RepoOptions:
@@ -75,7 +76,7 @@ class RepoOptions:
         if o.mode not in MODES:
             raise RepoError(f"mode must be one of {MODES}, got {o.mode!r}")
         for name in ("max_batch_size", "generator_instances", "pipeline_instances", "threads", "tile",
-                     "coarse_size", "max_side"):
+                     "coarse_size", "max_side", "max_pixels"):
             if getattr(o, name) < 1:
                 raise RepoError(f"{name} must be >= 1, got {getattr(o, name)}")
         if o.tile % 8 or o.tile > o.max_side:
@@ -128,7 +129,8 @@ def config_trt(o: RepoOptions) -> str:
 def config_onnx_py(o: RepoOptions) -> str:
     return ('name: "glama_onnx_py"\nbackend: "python"\n' + _generator_common(o, o.generator_kind)
             + _params({"glama_role": "generator", "model_filename": "model.onnx", "intra_op_thread_count": o.threads,
-                       "max_side": o.max_side, "glama_deploy_path": o.glama_deploy_path}))
+                       "max_side": o.max_side, "max_pixels": o.max_pixels,
+                       "glama_deploy_path": o.glama_deploy_path}))
 
 
 def config_pipeline(o: RepoOptions) -> str:
@@ -141,6 +143,7 @@ def config_pipeline(o: RepoOptions) -> str:
                        "generator_max_batch_size": o.max_batch_size, "tile_batch_size": 2 * o.max_batch_size,
                        "mode": o.mode, "tile": o.tile,
                        "overlap": o.overlap, "coarse_size": o.coarse_size, "max_side": 2 * o.max_side,
+                       "full_max_pixels": o.max_pixels,
                        "worker_threads": 2, "glama_deploy_path": o.glama_deploy_path}))
 
 
@@ -182,7 +185,7 @@ def options_command(o: RepoOptions, out: str = "triton_repo") -> str:
              "generator_instances": "--generator-instances", "pipeline_instances": "--pipeline-instances",
              "generator_kind": "--generator-kind", "threads": "--threads", "mode": "--mode", "tile": "--tile",
              "overlap": "--overlap", "coarse_size": "--coarse-size", "max_side": "--max-side",
-             "glama_deploy_path": "--glama-deploy-path"}
+             "max_pixels": "--max-pixels", "glama_deploy_path": "--glama-deploy-path"}
     for name, flag in flags.items():
         value = getattr(o, name)
         if value != getattr(d, name):

@@ -13,6 +13,7 @@ import collections
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -203,6 +204,84 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+# platform -> the backend folder Triton needs for it (the python backend is always there)
+PLATFORM_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt", "pytorch_libtorch": "pytorch"}
+SHM_PREFIX = "glama"  # + <wrapper pid> "p" <http port>: the python backend's shared-memory regions
+
+
+def missing_backends(repo: Path, backends: Path) -> dict[str, str]:
+    """{model: backend} for every model of ``repo`` whose backend is not in ``backends``."""
+    missing = {}
+    for cfg in sorted(repo.glob("*/config.pbtxt")):
+        text = cfg.read_text(errors="replace")
+        for platform, backend in PLATFORM_BACKENDS.items():
+            if f'"{platform}"' in text and not (backends / backend).is_dir():
+                missing[cfg.parent.name] = backend
+    return missing
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies, even by kill -9
+    (Linux prctl PR_SET_PDEATHSIG), so no tritonserver outlives its wrapper holding the ports."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(shm_dir: Path = Path("/dev/shm"), proc_dir: Path = Path("/proc")) -> list[str]:
+    """Remove what a killed server left: python-backend stubs whose wrapper is gone (they can outlive
+    a kill -9 of tritonserver and ignore SIGTERM) and their shared-memory files. Only our own
+    leftovers are touched: their names carry ``SHM_PREFIX`` and the dead wrapper's pid."""
+    done = []
+    for d in proc_dir.glob("[0-9]*"):
+        try:
+            args = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not args or not args[0].endswith(b"triton_python_backend_stub"):
+            continue
+        owner = _shm_owner(b" ".join(args).decode(errors="replace"))
+        if owner is not None and not _pid_alive(owner):
+            try:
+                os.kill(int(d.name), signal.SIGKILL)
+                done.append(f"killed orphaned stub {d.name}")
+            except (ProcessLookupError, PermissionError):
+                pass
+    for f in shm_dir.glob(f"{SHM_PREFIX}*"):
+        owner = _shm_owner(f.name)
+        if owner is not None and not _pid_alive(owner):
+            try:
+                f.unlink()
+                done.append(f"removed {f}")
+            except OSError:
+                pass
+    return done
+
+
+def _shm_owner(text: str) -> int | None:
+    m = re.search(rf"(?:^|[\s/]){SHM_PREFIX}(\d+)p\d+", text)
+    return int(m.group(1)) if m else None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "") else host, port)) == 0
+
+
 class TritonServer:
     """``tritonserver`` on ``repo``; ``with TritonServer(repo) as s: s.http_url ...``.
 
@@ -251,7 +330,7 @@ class TritonServer:
                 f"--http-address={self.host}", f"--http-port={self.http_port}",
                 f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}", *metrics,
                 # unique shared-memory names: several servers may run on one machine
-                f"--backend-config=python,shm-region-prefix-name=glama{os.getpid()}p{self.http_port}",
+                f"--backend-config=python,shm-region-prefix-name={SHM_PREFIX}{os.getpid()}p{self.http_port}",
                 "--backend-config=python,shm-default-byte-size=4194304",
                 "--backend-config=python,shm-growth-byte-size=16777216",
                 "--exit-timeout-secs=10", f"--log-verbose={self.log_verbose}", *self.extra_args]
@@ -260,12 +339,27 @@ class TritonServer:
         """Start the server and wait until it (and every model) is ready."""
         if self.proc is not None:
             raise ServerError("server already started")
+        missing = missing_backends(self.repo, self.env.backends)
+        if missing:
+            models = ", ".join(f"{m} ({b})" for m, b in missing.items())
+            raise RepositoryError(
+                f"{self.repo}: this tritonserver (nvidia-pytriton: python backend only) has no backend for "
+                f"{models}. Serve the CPU flavour here: python -m glama_deploy.triton build-repo --flavour cpu "
+                f"--onnx model.onnx --out triton_repo_cpu, then serve --repo triton_repo_cpu; or run this "
+                f"repository in NVIDIA's Triton container, which has those backends")
+        for note in clean_stale():
+            log.warning("cleaned up after a killed server: %s", note)
+        busy = [p for p in (self.http_port, self.grpc_port, self.metrics_port) if p and port_in_use(self.host, p)]
+        if busy:
+            raise ServerError(f"port(s) {', '.join(map(str, busy))} on {self.host} already in use (another "
+                              f"server? `ss -ltnp | grep {busy[0]}` shows which process); choose others with "
+                              f"--http-port/--grpc-port/--metrics-port")
         self.env.ensure_stub()
         self._pathdir = tempfile.TemporaryDirectory(prefix="glama-triton-path-")
         env = self.env.environ(link_package(self._pathdir.name))
         self.proc = subprocess.Popen(self.command(), env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                     errors="replace", start_new_session=True)
+                                     errors="replace", start_new_session=True, preexec_fn=_die_with_parent)
         self._pump = threading.Thread(target=self._read_log, daemon=True, name="tritonserver-log")
         self._pump.start()
         try:

@@ -34,7 +34,10 @@ class TritonPythonModel:
         extra = params.get("glama_deploy_path", "")
         if extra and extra not in sys.path:
             sys.path.insert(0, extra)
+        from glama_deploy.engines.base import value_problem
         from glama_deploy.engines.onnx_ import OnnxEngine
+
+        self.value_problem = value_problem
 
         path = os.path.join(args["model_repository"], args["model_version"],
                             params.get("model_filename") or "model.onnx")
@@ -42,6 +45,7 @@ class TritonPythonModel:
         device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
         self.engine = OnnxEngine(path, device=device, threads=threads)
         self.max_side = int(params.get("max_side") or 4096)
+        self.max_pixels = int(params.get("max_pixels") or 4096 * 4096)  # batch x H x W of one request
         self.multiple = 8
         self.name = args["model_name"]
 
@@ -56,7 +60,13 @@ class TritonPythonModel:
                     f"(glama_pipeline and TritonEngine do it for you)")
         if max(h, w) > self.max_side:
             return f"{h}x{w} exceeds this model's max side {self.max_side} (use glama_pipeline in tiled mode)"
-        return None
+        if min(h, w) < 2 * self.multiple:  # the 1/8-resolution bottleneck must be 2 px for its reflect pad
+            return (f"H and W must be at least {2 * self.multiple} (got {h}x{w}); pad the image "
+                    f"(glama_pipeline takes any size)")
+        if n * h * w > self.max_pixels:
+            return (f"{n}x{h}x{w} = {n * h * w} pixels exceeds this model's budget of {self.max_pixels} "
+                    f"pixels per request (send fewer or smaller images, or glama_pipeline in tiled mode)")
+        return self.value_problem(image, mask)
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)

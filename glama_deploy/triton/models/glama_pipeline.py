@@ -109,6 +109,8 @@ class TritonPythonModel:
         self.engine = make_bls_engine(BaseEngine, generator, max_batch)
         self.refine_engine = self.engine if refine == generator else make_bls_engine(BaseEngine, refine, max_batch)
         self.max_side = int(p.get("max_side") or 8192)
+        # full mode runs the whole image through the generator at once: its memory grows with H x W
+        self.full_max_pixels = int(p.get("full_max_pixels") or 4096 * 4096)
         self.defaults = {"mode": p.get("mode") or "full", "tile": int(p.get("tile") or 512),
                          "overlap": int(p.get("overlap") or 64), "coarse_size": int(p.get("coarse_size") or 256)}
         self.pool = ThreadPoolExecutor(max_workers=int(p.get("worker_threads") or 2),
@@ -171,6 +173,10 @@ class TritonPythonModel:
         try:
             opts = self._options(request)
             image, mask, uint8 = self._inputs(request)
+            h, w = image.shape[-2:]
+            if opts["mode"] == "full" and h * w > self.full_max_pixels:
+                raise BadRequest(f"mode=full on {h}x{w} = {h * w} pixels exceeds the budget of "
+                                 f"{self.full_max_pixels} pixels; use mode=tiled (memory bounded by the tiles)")
             result = await loop.run_in_executor(self.pool, self._process, image, mask, opts)
         except ValueError as e:  # BadRequest, or the pipeline refusing its options (InputError)
             return pb_utils.InferenceResponse(
