@@ -481,3 +481,12 @@ def test_discriminator_not_trained_when_no_loss_reads_it(photos, tmp_path):
     assert all(torch.equal(d0[k], v) for k, v in tr.D.state_dict().items())
     assert not all(torch.equal(g0[k], v) for k, v in tr.G.state_dict().items())
     assert "loss/d_total" not in logs and logs["g/gen_recon"] > 0
+
+
+def test_perceptual_note_names_the_substitute_norm():
+    from training.reporting import perceptual_note
+
+    small = load_config(CONFIG_DIR / "glama-small.yaml")
+    assert perceptual_note(small, False) == "substitute: multi-scale hole squared error (weight 100, scales [1, 2, 4, 8])"
+    l1 = load_config(CONFIG_DIR / "glama-small.yaml", ["loss.recon_norm=l1", "loss.recon=10"])
+    assert perceptual_note(l1, False) == "substitute: multi-scale hole L1 (weight 10, scales [1, 2, 4, 8])"

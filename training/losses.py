@@ -94,7 +94,7 @@ class LossConfig:
     tv_beta: float = 2.0  # eq. 10
     tv_reduction: str = "mean"  # "mean" | "sum" (see module doc)
     perceptual: str = "hrf"  # "hrf" | "recon" | "off" (see module doc)
-    recon: float = 10.0  # weight of the multi-scale hole L1 when perceptual == "recon"
+    recon: float = 10.0  # weight of the multi-scale hole error when perceptual == "recon"
     recon_scales: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 4, 8])
     recon_norm: str = "l1"  # "l1" | "l2" (squared error: its gradient grows with the error)
 

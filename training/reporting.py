@@ -42,7 +42,8 @@ def perceptual_note(cfg: RunConfig, perceptual_on: bool) -> str:
     if perceptual_on:
         return f"on ({cfg.perceptual_weights})"
     if cfg.loss.perceptual == "recon":
-        return f"substitute: multi-scale hole L1 (weight {cfg.loss.recon:g}, scales {list(cfg.loss.recon_scales)})"
+        norm = {"l1": "L1", "l2": "squared error"}[cfg.loss.recon_norm]
+        return f"substitute: multi-scale hole {norm} (weight {cfg.loss.recon:g}, scales {list(cfg.loss.recon_scales)})"
     if cfg.loss.perceptual == "off":
         return "off (loss.perceptual=off)"
     return "off (no perceptual weights path given)"
