@@ -103,7 +103,7 @@ def prepare_weights(config: str, weights: str | None, cache_dir: Path, seed: int
     import torch
 
     bundled = Path(__file__).resolve().parents[1] / "glama_deploy" / "assets" / f"glama-{config}.safetensors"
-    if not weights and bundled.is_file():  # the shipped weights (glama-tiny) when there are some
+    if not weights and bundled.is_file():  # the shipped weights (glama-small) when there are some
         weights = str(bundled)
     if weights:
         path = Path(weights)
