@@ -487,6 +487,7 @@ def test_perceptual_note_names_the_substitute_norm():
     from training.reporting import perceptual_note
 
     small = load_config(CONFIG_DIR / "glama-small.yaml")
-    assert perceptual_note(small, False) == "substitute: multi-scale hole squared error (weight 100, scales [1, 2, 4, 8])"
+    expected = "substitute: multi-scale hole squared error (weight 100, scales [1, 2, 4, 8])"
+    assert perceptual_note(small, False) == expected
     l1 = load_config(CONFIG_DIR / "glama-small.yaml", ["loss.recon_norm=l1", "loss.recon=10"])
     assert perceptual_note(l1, False) == "substitute: multi-scale hole L1 (weight 10, scales [1, 2, 4, 8])"
