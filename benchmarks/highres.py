@@ -289,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         help=".onnx, or .safetensors (exported to ONNX once and cached for onnxruntime)",
     )
     ap.add_argument("--engine", choices=("onnxruntime", "torch"), default="onnxruntime")
-    ap.add_argument("--images", nargs="+", type=Path, help=f"photos (default: {SHARED_HIGHRES}/*.jpg)")
+    ap.add_argument("--images", nargs="+", type=Path,
+                    help="photos (default: ../shared/data/highres/*.jpg, beside the repository)")
     ap.add_argument("--big-size", default="7680x4320", help="large size for tiled / two-stage ('' to skip)")
     ap.add_argument("--full-8k", action="store_true", help="also run full-frame at --big-size (many GiB)")
     ap.add_argument("--hole", type=float, default=0.05, help="hole fraction of the image area")

@@ -143,3 +143,17 @@ def test_benchmark_hole_and_one_measured_case(case):
         assert r["ok"], r
         assert r["seconds"] > 0 and r["peak_rss_mib"] >= r["baseline_rss_mib"] > 50
         assert abs(r["hole_fraction"] - 0.05) < 0.01 and r["speedup_vs_full"] > 0
+
+
+def test_benchmark_help_names_no_machine_specific_path(capsys):
+    """--help shows defaults a reader can use on any machine: nothing outside the repository by
+    absolute path (the shared photo folder is named relative to it)."""
+    from benchmarks.highres import main as highres_main
+
+    with pytest.raises(SystemExit):
+        highres_main(["--help"])
+    out = capsys.readouterr().out
+    repo = str(Path(__file__).resolve().parents[1])
+    outside = str(Path(repo).parent)  # the folder holding the checkout
+    assert "../shared/data/highres" in out
+    assert all(not w.startswith(outside + "/") or w.startswith(repo + "/") for w in out.split()), out
