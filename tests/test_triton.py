@@ -37,7 +37,7 @@ TOL = 1e-4
 TILE, OVERLAP, COARSE = 64, 16, 64
 TEST_OPTIONS = dict(flavour="cpu", max_batch_size=4, generator_instances=1, pipeline_instances=2, threads=1,
                     tile=TILE, overlap=OVERLAP, coarse_size=COARSE, queue_delay_us=5000, max_side=1024,
-                    max_pixels=2 * 256 * 256)
+                    max_pixels=2 * 256 * 256, trim_after_pixels=256 * 256)
 
 
 # ------------------------------------------------------------------------------------- fixtures
@@ -241,6 +241,39 @@ def test_pipeline_takes_any_size(server, local, hw):
         out = infer_raw(server, "glama_pipeline", {"image": image, "mask": mask}, "output", parameters={"mode": mode})
         ref = run_pipeline(local, image, mask, mode, tile=TILE, overlap=OVERLAP, coarse_size=COARSE)
         assert out.shape == image.shape and np.abs(out - ref).max() <= TOL, (hw, mode)
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def test_generator_gives_memory_back_after_a_big_request(server):
+    """onnxruntime's CPU arena would keep the peak of the largest request for the server's life;
+    glama_onnx_py runs without it and trims the heap after big requests."""
+    stubs = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "triton_python_backend_stub" in cmd and "glama_onnx_py" in cmd and f"p{server.http_port}" in cmd:
+            stubs.append(int(d.name))
+    assert len(stubs) == 1, stubs
+    pid = stubs[0]
+    small = make_case((1, 3, 64, 64), seed=11)
+    infer_raw(server, "glama_onnx_py", {"image": small[0], "mask": small[1]}, "output")
+    before = _status_kb(pid, "RssAnon")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    rss0 = _status_kb(pid, "VmRSS")
+    big = make_case((2, 3, 256, 256), seed=12)  # the test repository's whole pixel budget
+    infer_raw(server, "glama_onnx_py", {"image": big[0], "mask": big[1]}, "output")
+    kept = _status_kb(pid, "RssAnon") - before
+    peak = _status_kb(pid, "VmHWM") - rss0
+    assert peak > 30_000, (kept, peak)  # KiB: the request really needed memory
+    assert kept < 0.25 * peak, (kept, peak)
 
 
 # ---------------------------------------------------------------------------------- concurrency

@@ -23,7 +23,7 @@ class OnnxEngine(BaseEngine):
     name = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
-                 providers: list[str] | None = None, strict_providers: bool = False):
+                 providers: list[str] | None = None, strict_providers: bool = False, memory_arena: bool = True):
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -38,6 +38,9 @@ class OnnxEngine(BaseEngine):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # the CPU arena keeps the peak of the largest request for the session's lifetime; a server
+        # taking requests of any size turns it off so memory goes back after a big one
+        opts.enable_cpu_mem_arena = memory_arena
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
         except Exception as e:  # onnxruntime raises its own exception types

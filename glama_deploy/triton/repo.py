@@ -52,6 +52,7 @@ class RepoOptions:
     coarse_size: int = 256
     max_side: int = 4096                  # generator (glama_onnx_py) input limit; pipeline: 2x
     max_pixels: int = 4096 * 4096         # generator: batch x H x W per request; pipeline: in mode=full
+    trim_after_pixels: int = 1024 * 1024  # glama_onnx_py: give freed memory back after requests this big
     glama_deploy_path: str = ""           # put on sys.path of the python models ("" = installed package)
 
     def resolved(self) -> RepoOptions:
@@ -129,7 +130,8 @@ def config_trt(o: RepoOptions) -> str:
 def config_onnx_py(o: RepoOptions) -> str:
     return ('name: "glama_onnx_py"\nbackend: "python"\n' + _generator_common(o, o.generator_kind)
             + _params({"glama_role": "generator", "model_filename": "model.onnx", "intra_op_thread_count": o.threads,
-                       "max_side": o.max_side, "max_pixels": o.max_pixels,
+                       "max_side": o.max_side, "max_pixels": o.max_pixels, "cpu_memory_arena": "false",
+                       "trim_after_pixels": o.trim_after_pixels,
                        "glama_deploy_path": o.glama_deploy_path}))
 
 

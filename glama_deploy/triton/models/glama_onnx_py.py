@@ -23,6 +23,16 @@ def _params(model_config: dict) -> dict[str, str]:
     return {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
 
 
+def _give_back_memory() -> None:
+    """Return freed heap pages to the OS after a big request (glibc keeps them otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _error(msg: str):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(msg, pb_utils.TritonError.INVALID_ARG))
 
@@ -43,7 +53,9 @@ class TritonPythonModel:
                             params.get("model_filename") or "model.onnx")
         threads = int(params.get("intra_op_thread_count") or 0) or None
         device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
-        self.engine = OnnxEngine(path, device=device, threads=threads)
+        arena = (params.get("cpu_memory_arena") or "false").lower() == "true"
+        self.engine = OnnxEngine(path, device=device, threads=threads, memory_arena=arena)
+        self.trim_pixels = int(params.get("trim_after_pixels") or 1024 * 1024)
         self.max_side = int(params.get("max_side") or 4096)
         self.max_pixels = int(params.get("max_pixels") or 4096 * 4096)  # batch x H x W of one request
         self.multiple = 8
@@ -89,6 +101,9 @@ class TritonPythonModel:
                 for i, _, _ in items:
                     responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {e}"))
                 continue
+            if image.shape[0] * image.shape[2] * image.shape[3] >= self.trim_pixels:
+                del image, mask
+                _give_back_memory()
             start = 0
             for i, img, _ in items:
                 n = img.shape[0]
