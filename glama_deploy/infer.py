@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +223,10 @@ def check_device(device: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if argv is None and threading.current_thread() is threading.main_thread():
+        # a run started in the background of a script inherits SIGINT ignored: Ctrl-C / kill -INT
+        # must still stop it between images (exit 130, nothing half-written)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     jobs: list[Job] = []
     results: list[dict] = []
     try:
