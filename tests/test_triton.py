@@ -511,6 +511,16 @@ def test_clean_stale_removes_only_leftovers_of_dead_servers(tmp_path):
     shm.mkdir()
     for name in (f"glama{dead}p8000_main", f"glama{os.getpid()}p8000_main", "someone-elses"):
         (shm / name).write_bytes(b"x")
+    # a stub's /proc/<pid>/cmdline as tritonserver 2.51 starts it (the shm region names its server's wrapper)
+    stub = tmp_path / "proc" / "4242"
+    stub.mkdir(parents=True)
+    (stub / "cmdline").write_bytes(b"\0".join([
+        b"/env/site-packages/pytriton/tritonserver/backends/python/triton_python_backend_stub",
+        b"/tmp/repo/glama_onnx_py/1/model.py", f"glama{dead}p37521a6642da-a9ae".encode(), b"4194304",
+        b"16777216", b"25545", b"/env/site-packages/pytriton"]))
+    from glama_deploy.triton.server import _shm_owner
+
+    assert _shm_owner((stub / "cmdline").read_bytes().replace(b"\0", b" ").decode()) == dead
     notes = clean_stale(shm_dir=shm, proc_dir=tmp_path / "no-proc")
     assert sorted(p.name for p in shm.iterdir()) == sorted(["someone-elses", f"glama{os.getpid()}p8000_main"])
     assert len(notes) == 1 and f"glama{dead}p8000" in notes[0]
