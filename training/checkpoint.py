@@ -109,15 +109,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ck
 
 
-def _fallbacks(path: Path) -> list[Path]:
-    """``previous.pt`` and the ``step-N.pt`` snapshots beside ``path``, newest first."""
+def _fallbacks(path: Path) -> list[tuple[int | None, Path]]:
+    """(step or None, file): ``previous.pt`` (step unknown until read), then the ``step-N.pt``
+    snapshots beside ``path``, newest first."""
     snaps = []
     for p in path.parent.glob("step-*.pt"):
         m = re.fullmatch(r"step-(\d+)\.pt", p.name)
         if m:
             snaps.append((int(m.group(1)), p))
-    prev = [path.with_name(PREVIOUS_NAME)] if path.name != PREVIOUS_NAME else []
-    return [p for p in prev if p.is_file()] + [p for _, p in sorted(snaps, reverse=True)]
+    prev = path.with_name(PREVIOUS_NAME)
+    first = [(None, prev)] if path.name != PREVIOUS_NAME and prev.is_file() else []
+    return first + sorted(snaps, reverse=True)
 
 
 def load_checkpoint_with_fallback(path: str | Path) -> tuple[dict[str, Any], Path]:
@@ -129,14 +131,18 @@ def load_checkpoint_with_fallback(path: str | Path) -> tuple[dict[str, Any], Pat
     except ConfigError as first:
         if path.name != CKPT_NAME:
             raise
-        found = []
-        for cand in _fallbacks(path):
+        best: tuple[dict[str, Any], Path] | None = None
+        for step, cand in _fallbacks(path):
+            if best is not None and step is not None and step <= int(best[0]["step"]):
+                break  # snapshots come newest first: none of the rest can be newer
             try:
-                found.append((load_checkpoint(cand), cand))
+                ck = load_checkpoint(cand)
             except ConfigError:
                 continue
-        if not found:
+            if best is None or int(ck["step"]) > int(best[0]["step"]):
+                best = (ck, cand)
+        if best is None:
             raise first from None
-        ck, cand = max(found, key=lambda f: int(f[0]["step"]))
+        ck, cand = best
         log.warning("%s; resuming from %s (step %d) instead", first, cand, int(ck["step"]))
         return ck, cand

@@ -64,11 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve(args: argparse.Namespace) -> RunConfig:
+def resolve(args: argparse.Namespace, checkpoint: dict | None = None) -> RunConfig:
+    """The run config: --config, else the config of the --resume checkpoint (``checkpoint`` when
+    the caller has read it already), with the --set overrides."""
     if args.config:
         return load_config(args.config, args.overrides)
     if args.resume:
-        cfg = config_from_dict(load_checkpoint(args.resume)["config"])  # main() resolved the file
+        ck = checkpoint if checkpoint is not None else load_checkpoint(args.resume)
+        cfg = config_from_dict(ck["config"])
         from training.config import apply_override
 
         for o in args.overrides:
@@ -84,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     command = "python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
+        checkpoint = None
         if args.resume:  # a last.pt that cannot be read falls back to previous.pt / step-N.pt, saying so
-            args.resume = str(load_checkpoint_with_fallback(args.resume)[1])
-        cfg = resolve(args)
+            checkpoint, path = load_checkpoint_with_fallback(args.resume)
+            args.resume = str(path)
+        cfg = resolve(args, checkpoint)
         if args.print_config:
             print(dump_config(cfg), end="")
             return 0
@@ -94,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             if not args.resume:
                 raise ConfigError("--export-only needs --resume CKPT")
             cfg.train.threads = cfg.train.threads or 1
-            trainer = Trainer(cfg, resume=args.resume, command=command)
+            trainer = Trainer(cfg, resume=args.resume, command=command, checkpoint=checkpoint)
             trainer.stop_reason = f"exported from checkpoint at step {trainer.step}"
             out = trainer.export(Path(args.export_to) if args.export_to else None)
             print(out)
             return 0
-        trainer = Trainer(cfg, resume=args.resume, command=command)
+        trainer = Trainer(cfg, resume=args.resume, command=command, checkpoint=checkpoint)
+        checkpoint = None  # the trainer holds what it needs; let the loaded copy go
         out = trainer.fit()
         if out is not None:
             print(out)

@@ -86,7 +86,9 @@ def coarse_fill(coarse: Generator, image: torch.Tensor, mask: torch.Tensor, fact
 class Trainer:
     """One object per process; :meth:`fit` runs the loop."""
 
-    def __init__(self, cfg: RunConfig, resume: str | Path | None = None, command: str = ""):
+    def __init__(self, cfg: RunConfig, resume: str | Path | None = None, command: str = "",
+                 checkpoint: dict[str, Any] | None = None):
+        """``checkpoint``: the contents of ``resume`` when the caller has loaded them already."""
         from training.discriminator import NLayerDiscriminator
         from training.losses import JointLoss
         from training.perceptual import build_perceptual
@@ -152,7 +154,7 @@ class Trainer:
         self.elapsed_before = 0.0  # wall-clock seconds of previous segments of this run
         self.commands: list[str] = []  # command lines of previous segments (resumes)
         if resume:
-            self._load(resume)
+            self._load(resume, checkpoint)
         broadcast_state(self.G, self.d)
         broadcast_state(self.D, self.d)
 
@@ -199,8 +201,8 @@ class Trainer:
             atomic_torch_save(ck, self.out / "checkpoints" / f"step-{self.step}.pt")
         return save_rotating(ck, self.out / "checkpoints" / CKPT_NAME)
 
-    def _load(self, path: str | Path) -> None:
-        ck = load_checkpoint(path)
+    def _load(self, path: str | Path, ck: dict[str, Any] | None = None) -> None:
+        ck = ck if ck is not None else load_checkpoint(path)
         try:
             self.G.load_state_dict(ck["generator"])
             self.D.load_state_dict(ck["discriminator"])
