@@ -66,15 +66,19 @@ class BaseEngine:
     name = "base"
     multiple = 8
 
+    @property
+    def min_side(self) -> int:
+        """Smallest H or W :meth:`_run` takes: two multiples, since the 1/8-resolution bottleneck
+        must be 2 px wide for its reflection padding (1 for engines without a multiple)."""
+        return 2 * self.multiple if self.multiple > 1 else 1
+
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         image, mask = check_inputs(image, mask)
         if not mask.any():
             return image.copy()
         h, w = image.shape[2:]
-        # at least two multiples: the bottleneck must be 2 px wide for its reflection padding
-        side = 2 * self.multiple if self.multiple > 1 else 1
-        pred = self._run(pad_to_multiple(image, self.multiple, min_size=side),
-                         pad_to_multiple(mask, self.multiple, min_size=side))
+        pred = self._run(pad_to_multiple(image, self.multiple, min_size=self.min_side),
+                         pad_to_multiple(mask, self.multiple, min_size=self.min_side))
         return composite(image, mask, pred[:, :, :h, :w])
 
     def _run(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -58,7 +58,7 @@ class TritonPythonModel:
         self.trim_pixels = int(params.get("trim_after_pixels") or 1024 * 1024)
         self.max_side = int(params.get("max_side") or 4096)
         self.max_pixels = int(params.get("max_pixels") or 4096 * 4096)  # batch x H x W of one request
-        self.multiple = 8
+        self.multiple, self.min_side = self.engine.multiple, self.engine.min_side
         self.name = args["model_name"]
 
     def _check(self, image: np.ndarray, mask: np.ndarray) -> str | None:
@@ -72,8 +72,8 @@ class TritonPythonModel:
                     f"(glama_pipeline and TritonEngine do it for you)")
         if max(h, w) > self.max_side:
             return f"{h}x{w} exceeds this model's max side {self.max_side} (use glama_pipeline in tiled mode)"
-        if min(h, w) < 2 * self.multiple:  # the 1/8-resolution bottleneck must be 2 px for its reflect pad
-            return (f"H and W must be at least {2 * self.multiple} (got {h}x{w}); pad the image "
+        if min(h, w) < self.min_side:
+            return (f"H and W must be at least {self.min_side} (got {h}x{w}); pad the image "
                     f"(glama_pipeline takes any size)")
         if n * h * w > self.max_pixels:
             return (f"{n}x{h}x{w} = {n * h * w} pixels exceeds this model's budget of {self.max_pixels} "
