@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_HIGHRES = ROOT.parent / "shared" / "data" / "highres"  # beside the checkout, as in development
 MB = 1024 * 1024
 
 

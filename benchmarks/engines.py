@@ -27,6 +27,8 @@ import time
 import warnings
 from pathlib import Path
 
+from glama_deploy.bundled import ASSETS
+
 log = logging.getLogger(__name__)
 
 LOCAL_ENGINES = ("torch-fft", "torch-matmul", "ort-matmul", "ort-dft")
@@ -102,7 +104,7 @@ def prepare_weights(config: str, weights: str | None, cache_dir: Path, seed: int
     """
     import torch
 
-    bundled = Path(__file__).resolve().parents[1] / "glama_deploy" / "assets" / f"glama-{config}.safetensors"
+    bundled = ASSETS / f"glama-{config}.safetensors"
     if not weights and bundled.is_file():  # the shipped weights (glama-small) when there are some
         weights = str(bundled)
     if weights:

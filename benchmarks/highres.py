@@ -28,10 +28,9 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import SHARED_HIGHRES  # noqa: E402
 from glama_deploy.bundled import DEFAULT_WEIGHTS  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_HIGHRES = ROOT.parent / "shared" / "data" / "highres"  # beside the checkout, as in development
 MODES = ("full", "tiled", "two-stage")
 
 

@@ -49,6 +49,7 @@ from benchmarks.engines import (  # noqa: E402
     triton_status,
 )
 from benchmarks.worker import WorkerDied, start_workers  # noqa: E402
+from glama_deploy.bundled import SAMPLES  # noqa: E402
 
 log = logging.getLogger("benchmarks")
 SCHEMA = "glama-deploy/benchmark/v1"
@@ -554,8 +555,7 @@ def apply_quick(args, argv: list[str]) -> None:
 
 
 def default_highres_image() -> str | None:
-    shared_highres = common.ROOT.parent / "shared" / "data" / "highres"
-    for folder in (common.ROOT / "glama_deploy" / "assets" / "samples", shared_highres):
+    for folder in (SAMPLES, common.SHARED_HIGHRES):
         if folder.is_dir():
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
                            and "mask" not in p.stem)

@@ -74,7 +74,7 @@ def node_infos(model) -> list[NodeInfo]:
     return out
 
 
-def _spectral_by_scope(nodes: Sequence[NodeInfo], modules: Sequence[str] = SPECTRAL_MODULES) -> set[str]:
+def _nodes_by_scope(nodes: Sequence[NodeInfo], modules: Sequence[str] = SPECTRAL_MODULES) -> set[str]:
     chosen = {n.name for n in nodes if any(m in n.scope for m in modules)}
     if not chosen:
         return chosen
@@ -129,12 +129,12 @@ def select_fp32_nodes(nodes: Sequence[NodeInfo], keep_norm: bool = True) -> dict
     chosen: dict[str, str] = {}
     if keep_norm:
         chosen.update({n.name: "norm" for n in nodes if n.op_type in NORM_OPS})
-    spectral = _spectral_by_scope(nodes)
+    spectral = _nodes_by_scope(nodes)
     reason = "spectral"
     if not spectral:
         spectral, reason = _spectral_by_pattern(nodes), "spectral-pattern"
     chosen.update({name: reason for name in spectral})
-    chosen.update({name: "prefill" for name in _spectral_by_scope(nodes, PREFILL_MODULES)})
+    chosen.update({name: "prefill" for name in _nodes_by_scope(nodes, PREFILL_MODULES)})
     return chosen
 
 

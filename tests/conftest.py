@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from glama_deploy.bundled import DEFAULT_WEIGHTS  # noqa: F401 (tests import it from here)
+from glama_deploy.bundled import DEFAULT_WEIGHTS, SAMPLES  # noqa: F401 (tests import them from here)
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "glama_deploy" / "assets" / "samples"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
