@@ -9,7 +9,7 @@ import pytest
 
 from glama_deploy.engines import create_engine
 from training.baselines import OpenCVInpaintEngine
-from training.compare import draw_masks, resize_for, to_u8_composite
+from training.compare import draw_masks, inpaint_u8, resize_for
 from training.masks import MASK_TYPES
 from training.metrics import hole_psnr
 
@@ -26,8 +26,8 @@ def engines():
 
 
 def _fill(engine, rgb_u8: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(rgb_u8.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
-    return to_u8_composite(engine(x, mask[None, None].astype(np.float32))[0])
+    """HxWx3 float in [0, 1] on the 8-bit grid, as the CLI writes it."""
+    return inpaint_u8(engine, rgb_u8, mask) / 255.0
 
 
 def _checker(img: np.ndarray, hole: np.ndarray) -> float:

@@ -89,6 +89,14 @@ def to_u8_composite(out: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(out.transpose(1, 2, 0) * 255), 0, 255) / 255.0
 
 
+def inpaint_u8(engine, rgb_u8: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Inpaint an HxWx3 uint8 RGB image (``mask`` HxW, nonzero = hole) with any engine: HxWx3 uint8,
+    rounded as the CLI writes it."""
+    x = np.ascontiguousarray(rgb_u8.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    out = engine(x, (mask[None, None] > 0).astype(np.float32))[0]
+    return np.clip(np.rint(out.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
+
+
 def compare(images: list[str], models: list[str], sizes: list[str], per_type: int = 2, seed: int = 0,
             include: list[str] | None = None, threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     paths = find_images(images)

@@ -26,7 +26,7 @@ import numpy as np
 from glama_deploy.fsutil import atomic_write_bytes
 from glama_deploy.io import InputError, read_mask
 from training.baselines import baseline_engine
-from training.compare import draw_masks, open_engine, resize_for
+from training.compare import draw_masks, inpaint_u8, open_engine, resize_for
 from training.data import DataError, read_rgb_u8
 from training.masks import MASK_TYPES
 
@@ -34,12 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "glama_deploy" / "assets" / "samples"
 DEFAULT_TYPE_PHOTOS = ("plasma-kite.jpg", "mate-ladybird.jpg", "lomiri-wine.jpg", "plasma-eveningglow.jpg",
                        "lomiri-seeding.jpg", "plasma-path.jpg", "mate-dune.jpg")  # held out of training
-
-
-def _run(engine, img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
-    out = engine(x, mask[None, None].astype(np.float32))[0].transpose(1, 2, 0)
-    return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
 
 
 def _holes_grey(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -80,8 +74,8 @@ def demo_picture(model, telea, photo: Path, mask_path: Path, out: Path, margin: 
     y0, y1 = max(0, ys.min() - margin), min(img.shape[0], ys.max() + margin)
     x0, x1 = max(0, xs.min() - margin), min(img.shape[1], xs.max() + margin)
     crop = (slice(y0, y1), slice(x0, x1))
-    cells = [("input (holes grey)", _holes_grey(img, mask)[crop]), ("OpenCV Telea", _run(telea, img, mask)[crop]),
-             ("glama-deploy default", _run(model, img, mask)[crop])]
+    cells = [("input (holes grey)", _holes_grey(img, mask)[crop]), ("OpenCV Telea", inpaint_u8(telea, img, mask)[crop]),
+             ("glama-deploy default", inpaint_u8(model, img, mask)[crop])]
     return _write_jpeg(out / f"demo-{photo.stem}.jpg", np.concatenate([_row(cells)], axis=0))
 
 
@@ -90,8 +84,8 @@ def mask_types_picture(model, telea, photos: list[Path], out: Path, size: int = 
     for i, (t, photo) in enumerate(zip(MASK_TYPES, photos, strict=False)):
         img = resize_for(read_rgb_u8(photo), size)
         mask = draw_masks(img.shape[0], img.shape[1], seed, i, 1)[t][0]
-        rows.append(_row([(f"{t}", _holes_grey(img, mask)), ("Telea", _run(telea, img, mask)),
-                          ("default model", _run(model, img, mask)), ("original", img)]))
+        rows.append(_row([(f"{t}", _holes_grey(img, mask)), ("Telea", inpaint_u8(telea, img, mask)),
+                          ("default model", inpaint_u8(model, img, mask)), ("original", img)]))
     w = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 4), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     return _write_jpeg(out / "mask-types.jpg", np.concatenate(rows, axis=0))
