@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -137,14 +138,25 @@ def check_known_and_filled(result: np.ndarray, photo: np.ndarray, hole: np.ndarr
     assert diff[core].mean() > 5
 
 
-def test_paint_run_download(server, browser):
+def exif_rotated_jpeg(path: Path) -> Path:
+    """A 300x200 JPEG whose EXIF says "turn 90 degrees" (as phones write them)."""
+    jpg = cv2.imencode(".jpg", cv2.imread(str(SAMPLES / "mate-dune.jpg"))[:200, :300])[1].tobytes()
+    tiff = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">HHHIHH", 1, 0x0112, 3, 1, 6, 0) + b"\x00" * 4
+    app1 = b"Exif\x00\x00" + tiff
+    path.write_bytes(jpg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpg[2:])
+    return path
+
+
+def test_paint_run_download(server, browser, tmp_path):
     """A newcomer's path: open a photo, pick a sample, paint over an object, run, download, keep going."""
     driver = browser
     driver.get(server)
     WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#samples button"))
-    driver.find_element(By.ID, "file").send_keys(str(SAMPLES / "mate-dune.jpg"))  # "Open…" works
+    # "Open…": a phone photo is shown as stored, as the server reads it (else the mask would not fit)
+    driver.find_element(By.ID, "file").send_keys(str(exif_rotated_jpeg(tmp_path / "phone.jpg")))
     wait_state(driver, "ready", 30)
-    assert "mate-dune.jpg, 1024x640" in driver.find_element(By.ID, "input-info").text
+    assert "phone.jpg, 300x200" in driver.find_element(By.ID, "input-info").text
+    assert "EXIF rotation is ignored" in driver.find_element(By.ID, "status").text
     sample = driver.find_element(By.XPATH, "//span[@id='samples']/button[text()='lomiri-seeding']")
     sample.click()
     WebDriverWait(driver, 30).until(lambda d: "lomiri-seeding" in d.find_element(By.ID, "input-info").text)

@@ -53,8 +53,39 @@ function stem(name) {
 
 // ---------------------------------------------------------------- opening images
 
-async function openBlob(blob, name) {
+// Browsers turn a JPEG by its EXIF orientation; the server, like the CLI, reads the pixels as
+// stored. Set the tag to 1 ("as stored") in a copy, so page, mask and server agree on the size.
+async function withoutExifRotation(blob) {
+  try {
+    const head = new Uint8Array(await blob.slice(0, 1 << 17).arrayBuffer());
+    const dv = new DataView(head.buffer);
+    if (dv.getUint16(0) !== 0xffd8) return [blob, false];
+    for (let i = 2; i + 4 <= head.length && head[i] === 0xff; i += 2 + dv.getUint16(i + 2)) {
+      const marker = head[i + 1];
+      if (marker === 0xda || marker === 0xd9) break; // image data: no EXIF before it
+      if (marker !== 0xe1 || dv.getUint32(i + 4) !== 0x45786966) continue; // APP1 "Exif"
+      const tiff = i + 10;
+      const le = head[tiff] === 0x49; // "II": little-endian
+      const ifd = tiff + dv.getUint32(tiff + 4, le);
+      for (let k = 0, n = dv.getUint16(ifd, le); k < n; k++) {
+        const entry = ifd + 2 + 12 * k;
+        if (dv.getUint16(entry, le) !== 0x0112) continue; // Orientation
+        if (dv.getUint16(entry + 8, le) === 1) return [blob, false];
+        const bytes = new Uint8Array(await blob.arrayBuffer());
+        new DataView(bytes.buffer).setUint16(entry + 8, 1, le);
+        return [new Blob([bytes], { type: blob.type || "image/jpeg" }), true];
+      }
+      break;
+    }
+  } catch {
+    /* not a JPEG we can read: the browser and the server decide */
+  }
+  return [blob, false];
+}
+
+async function openBlob(original, name) {
   if (state.busy) return;
+  const [blob, unturned] = await withoutExifRotation(original);
   const url = URL.createObjectURL(blob);
   const img = new Image();
   img.style.imageOrientation = "none"; // pixels as stored, as the server reads them
@@ -80,7 +111,8 @@ async function openBlob(blob, name) {
   $("input-info").textContent = `${name}, ${state.width}x${state.height}`;
   fit();
   setState("ready");
-  setStatus("Paint over what should go, then press Run.");
+  const note = unturned ? " (Its EXIF rotation is ignored: shown as stored, as the CLI reads it.)" : "";
+  setStatus(`Paint over what should go, then press Run.${note}`);
   updateButtons();
 }
 
@@ -232,7 +264,7 @@ async function run() {
   let ahead = 0;
   const tick = () => {
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
-    const queue = ahead > 0 ? ` (${ahead} request${ahead > 1 ? "s" : ""} ahead of yours)` : "";
+    const queue = ahead > 0 ? ` (the server has ${ahead} other request${ahead > 1 ? "s" : ""} in its queue)` : "";
     setStatus(`Working… ${secs} s${queue}`, "working");
   };
   tick();
