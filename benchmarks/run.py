@@ -62,6 +62,7 @@ from benchmarks.plots import plot  # noqa: E402
 from benchmarks.report import build_rows, method, summarize, to_markdown, write_text  # noqa: E402
 from benchmarks.worker import start_workers  # noqa: E402
 from glama_deploy.bundled import SAMPLES  # noqa: E402
+from glama_deploy.weights import resolve_weights  # noqa: E402
 
 log = logging.getLogger("benchmarks")
 SCHEMA = "glama-deploy/benchmark/v1"
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", default="lama-fourier",
                     help="generator config for seeded random weights (tiny, small, lama-fourier, big-lama); "
                          "ignored with --weights")
-    ap.add_argument("--weights", help="weights file (.safetensors); default: seeded random weights")
+    ap.add_argument("--weights", help="weights file (.safetensors) or a model name (big-lama); "
+                    "default: seeded random weights")
     ap.add_argument("--out", default="reports", help="output folder (default reports/)")
     ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "glama-deploy" / "benchmarks"),
                     help="where weights and ONNX exports are cached between runs")
@@ -181,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- engines and the files they need (exports cached in --cache-dir)
     try:
-        weights, model_id = prepare_weights(args.config, args.weights, cache, args.seed)
+        named = str(resolve_weights(args.weights)) if args.weights else None  # big-lama -> its cached file
+        weights, model_id = prepare_weights(args.config, named, cache, args.seed)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
