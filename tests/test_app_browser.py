@@ -47,7 +47,8 @@ ARTIFACTS = Path(os.environ.get("GLAMA_TEST_ARTIFACTS", Path(tempfile.gettempdir
 @pytest.fixture(scope="module")
 def server():
     """The app as a user starts it; yields its address."""
-    proc = subprocess.Popen([sys.executable, "-m", "glama_deploy.app", "--port", "0", "--threads", "2"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "glama_deploy.app", "--port", "0", "--threads", "2",
+                             "--max-upload-mb", "2"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
@@ -152,6 +153,21 @@ def test_paint_run_download(server, browser, tmp_path):
     driver = browser
     driver.get(server)
     WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#samples button"))
+    # a file that is no image: the page says so
+    (tmp_path / "notes.png").write_text("not an image")
+    driver.find_element(By.ID, "file").send_keys(str(tmp_path / "notes.png"))
+    WebDriverWait(driver, 10).until(lambda d: "not an image" in d.find_element(By.ID, "status").text)
+    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "empty"
+    # an upload above the server's limit (2 MB here): the server's 413 message appears on the page
+    noise = np.random.default_rng(0).integers(0, 256, (900, 1200, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "noise.png"), noise)
+    driver.find_element(By.ID, "file").send_keys(str(tmp_path / "noise.png"))
+    wait_state(driver, "ready", 30)
+    stroke(driver, [(50, 50), (120, 60)])
+    driver.find_element(By.ID, "run").click()
+    WebDriverWait(driver, 30).until(lambda d: "Error:" in d.find_element(By.ID, "status").text)
+    assert "above this server's limit of 2 MB" in driver.find_element(By.ID, "status").text
+    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ready"
     # "Open…": a phone photo is shown as stored, as the server reads it (else the mask would not fit)
     driver.find_element(By.ID, "file").send_keys(str(exif_rotated_jpeg(tmp_path / "phone.jpg")))
     wait_state(driver, "ready", 30)

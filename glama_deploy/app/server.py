@@ -143,7 +143,7 @@ def decode_upload(image_bytes: bytes, mask_bytes: bytes, limits: Limits):
 
 def _too_many(w: int, h: int, limits: Limits) -> str:
     return (f"image: {w}x{h} is {w * h / 1e6:.1f} MP, above this server's limit of "
-            f"{limits.max_pixels / 1e6:.0f} MP")
+            f"{limits.max_pixels / 1e6:.3g} MP")
 
 
 def choose_mode(asked: str, h: int, w: int, limits: Limits) -> str:
@@ -153,7 +153,7 @@ def choose_mode(asked: str, h: int, w: int, limits: Limits) -> str:
     if asked == "auto":
         return "full" if h * w <= limits.full_max_pixels else "tiled"
     if asked == "full" and h * w > limits.full_max_pixels:
-        raise HTTPProblem(400, f"mode: full mode takes at most {limits.full_max_pixels / 1e6:.0f} MP "
+        raise HTTPProblem(400, f"mode: full mode takes at most {limits.full_max_pixels / 1e6:.3g} MP "
                                f"(this image is {w * h / 1e6:.1f} MP); use auto or tiled")
     return asked
 
@@ -227,7 +227,7 @@ async def _read_request(request: Request, limits: Limits):
     if not length.isdigit() or int(length) > limits.max_upload_bytes:
         size = f"{int(length) / 2**20:.1f} MB" if length.isdigit() else "of unknown size"
         raise HTTPProblem(413, f"upload: {size} is above this server's limit of "
-                               f"{limits.max_upload_bytes / 2**20:.0f} MB")
+                               f"{limits.max_upload_bytes / 2**20:.3g} MB")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPProblem(400, "upload: send multipart/form-data with the fields image and mask")
     try:
