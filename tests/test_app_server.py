@@ -20,7 +20,7 @@ pytest.importorskip("starlette", reason="the app's [app] extra is not installed"
 from starlette.testclient import TestClient  # noqa: E402
 
 from glama_deploy.app import Limits, create_app  # noqa: E402
-from glama_deploy.engines import BaseEngine, create_engine  # noqa: E402
+from glama_deploy.engines import BaseEngine, EngineError, create_engine  # noqa: E402
 from tests.conftest import DEFAULT_WEIGHTS, ROOT, SAMPLES  # noqa: E402
 
 PHOTO = SAMPLES / "mate-dune.jpg"
@@ -188,6 +188,27 @@ def test_queue_limit():
         assert (result[16:48, 16:48] == 128).all()  # the engine's grey, composited
         assert client.get("/api/status").json()["pending"] == 0
         assert post(client, image, hole).status_code == 200  # free again
+
+
+class BrokenEngine(BaseEngine):
+    """A backend that fails (a Triton server gone away, a GPU out of memory)."""
+
+    name = "broken"
+
+    def _run(self, image, mask):
+        raise EngineError("Triton http localhost:8000: ConnectionRefusedError: [Errno 111] Connection refused")
+
+
+def test_engine_failure_is_one_line_and_server_goes_on():
+    image = png(cv2.imread(str(PHOTO))[:64, :64])
+    hole = png(box_mask(64, 64, 16, 48, 16, 48))
+    with TestClient(create_app(BrokenEngine())) as client:
+        for _ in range(2):
+            r = post(client, image, hole)
+            assert r.status_code == 500
+            assert r.json() == {"error": "engine: Triton http localhost:8000: ConnectionRefusedError: "
+                                         "[Errno 111] Connection refused"}
+        assert client.get("/api/status").json()["pending"] == 0
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -63,26 +63,33 @@ class HTTPProblem(Exception):
 
 
 class EngineQueue:
-    """One engine thread; at most ``max_queue`` requests wait behind the one running."""
+    """One engine thread; at most ``max_queue`` requests wait behind the one running.
+
+    A request is admitted before its upload is decoded, so the queue also bounds how many decoded
+    images the server holds at once (each 4000x3000 photo is ~150 MB as float32)."""
 
     def __init__(self, max_queue: int):
         self.max_queue = max_queue
-        self.pending = 0  # running + waiting; only touched on the event loop's thread
+        self.pending = 0  # admitted and not finished; only touched on the event loop's thread
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="glama-engine")
 
-    async def run(self, fn, *args):
+    def admit(self) -> None:
+        """Count a request in, or refuse it with 503 when the queue is full."""
         if self.pending > self.max_queue:
             raise HTTPProblem(503, f"busy: {self.pending} request(s) ahead of yours and the queue is full; "
                                    "try again in a moment", ahead=self.pending)
-        loop = asyncio.get_running_loop()
         self.pending += 1
-        fut = self._pool.submit(fn, *args)
-        # counted down when the work ends, even if the client went away while it waited
-        fut.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._done))
-        return await asyncio.wrap_future(fut)
 
-    def _done(self) -> None:
+    def release(self) -> None:
         self.pending -= 1
+
+    async def run(self, fn, *args):
+        """Run ``fn`` on the engine thread for an admitted request; it is counted out when ``fn`` ends,
+        even if the client went away while it waited."""
+        loop = asyncio.get_running_loop()
+        fut = self._pool.submit(fn, *args)
+        fut.add_done_callback(lambda _f: loop.call_soon_threadsafe(self.release))
+        return await asyncio.wrap_future(fut)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -182,7 +189,12 @@ def create_app(engine, limits: Limits | None = None) -> Starlette:
 
     async def inpaint(request: Request) -> Response:
         try:
-            loaded, mask, mode = await _read_request(request, limits)
+            queue.admit()  # before decoding: the queue bounds the decoded images held too
+            try:
+                loaded, mask, mode = await _read_request(request, limits)
+            except BaseException:
+                queue.release()
+                raise
             png, seconds = await queue.run(inpaint_png, engine, loaded, mask, mode, limits.tile)
         except HTTPProblem as e:
             log.info("refused: %s", e.message)
