@@ -4,7 +4,7 @@ Starts ``python -m glama_deploy.app`` on a free port, opens a photo, picks a sam
 object with real mouse
 events on the canvas (one stroke undone, one kept), runs, downloads the result and checks it
 against the photo: known pixels identical, the stroke area changed. Then uses the result as the
-new input and removes a second thing. Saves a screenshot of the page as a test artifact
+new input and removes a second thing in tiled mode. Saves a screenshot of the page as a test artifact
 (``$GLAMA_TEST_ARTIFACTS``, default ``<tmp>/glama-test-artifacts/app-browser.png``).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``bash .ci/browser-setup.sh``); skipped
@@ -38,34 +38,46 @@ pytest.importorskip("starlette", reason="the app's [app] extra is not installed"
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (dev extra) is not installed")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 PHOTO = SAMPLES / "lomiri-seeding.jpg"
 ARTIFACTS = Path(os.environ.get("GLAMA_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "glama-test-artifacts"))
 
 
+class App:
+    """``python -m glama_deploy.app`` as a user starts it; ``url`` waits for the address it prints
+    (the browser starts meanwhile)."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "glama_deploy.app", "--port", "0", "--threads", "2",
+                                      "--max-upload-mb", "2"], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        deadline = time.monotonic() + 120
+        while not any("http://" in line for line in self.lines):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"app did not start: {self.proc.stderr.read()}")
+            time.sleep(0.1)
+        return "http://" + next(line for line in self.lines if "http://" in line).split("http://")[1].split()[0]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 @pytest.fixture(scope="module")
 def server():
-    """The app as a user starts it; yields its address."""
-    proc = subprocess.Popen([sys.executable, "-m", "glama_deploy.app", "--port", "0", "--threads", "2",
-                             "--max-upload-mb", "2"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 120
-    while not any("http://" in line for line in lines):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"app did not start: {proc.stderr.read()}")
-        time.sleep(0.1)
-    url = next(line for line in lines if "http://" in line).split("http://")[1].split()[0]
-    yield f"http://{url}"
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    app = App()
+    yield app
+    app.stop()
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +163,7 @@ def exif_rotated_jpeg(path: Path) -> Path:
 def test_paint_run_download(server, browser, tmp_path):
     """A newcomer's path: open a photo, pick a sample, paint over an object, run, download, keep going."""
     driver = browser
-    driver.get(server)
+    driver.get(server.url)
     WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#samples button"))
     # a file that is no image: the page says so
     (tmp_path / "notes.png").write_text("not an image")
@@ -210,7 +222,9 @@ def test_paint_run_download(server, browser, tmp_path):
     wait_state(driver, "ready", 30)
     second_stroke = view([(560, 380), (620, 395)])
     stroke(driver, second_stroke)
+    Select(driver.find_element(By.ID, "mode")).select_by_value("tiled")  # as big photos run in auto mode
     driver.find_element(By.ID, "run").click()
     wait_state(driver, "done")
+    assert "tiled mode" in driver.find_element(By.ID, "status").text
     second = download(driver, {p.name for p in driver.downloads.glob("*.png")})
     check_known_and_filled(second, first, stroke_mask((h, w), second_stroke, scale, brush))
