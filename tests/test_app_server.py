@@ -7,6 +7,7 @@ unchanged.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -218,6 +219,14 @@ def test_cli_errors_are_one_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {bad}: not a safetensors file (no JSON header)"
+    with socket.socket() as taken:  # a port in use: refused before the model loads
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "glama_deploy.app", "--port", str(port)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"error: --host 127.0.0.1 --port {port}: cannot listen (") and r.stderr.count("\n") == 1
     r = subprocess.run([sys.executable, "-m", "glama_deploy.app", "--help"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--host" in r.stdout and "0.0.0.0" in r.stdout

@@ -405,7 +405,8 @@ function init() {
   $("again").addEventListener("click", again);
   window.addEventListener("resize", fit);
   document.addEventListener("keydown", (ev) => {
-    if (ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") return;
+    const tag = ev.target.tagName;
+    if (tag === "INPUT" || tag === "SELECT") return;
     if ((ev.ctrlKey || ev.metaKey) && ev.key === "z") {
       ev.preventDefault();
       undo();
@@ -415,7 +416,7 @@ function init() {
       $("size-out").value = s.value;
     } else if (ev.key === "b") setTool("paint");
     else if (ev.key === "e") setTool("erase");
-    else if (ev.key === "Enter") run();
+    else if (ev.key === "Enter" && tag !== "BUTTON" && tag !== "A") run(); // a focused button takes its own Enter
   });
   updateButtons();
   loadSamples();
