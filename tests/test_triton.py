@@ -276,6 +276,43 @@ def test_generator_gives_memory_back_after_a_big_request(server):
     assert kept < 0.25 * peak, (kept, peak)
 
 
+def test_shared_memory_goes_back_after_a_big_request(server, local):
+    """The python backend's /dev/shm region grows to the largest request and never shrinks; the
+    reclaimer reloads the idle model (a new stub, a fresh region) and answers stay the same."""
+    from glama_deploy.triton.shm_reclaim import ShmReclaimer, regions_by_model
+
+    def biggest(model: str) -> int:
+        return max(regions_by_model(server.shm_prefix).get(model, {0: 0}).values())
+
+    limit = 12 << 20
+    small = make_case((1, 3, 40, 56), seed=21)
+    before = infer_raw(server, "glama_pipeline", {"image": small[0], "mask": small[1]}, "output",
+                       parameters={"mode": "tiled"})
+    h = w = 1024  # 12 MiB in, 4 MiB mask, 12 MiB out: the region must grow past the limit
+    image = np.random.default_rng(22).random((1, 3, h, w), dtype=np.float32)
+    mask = np.zeros((1, 1, h, w), np.float32)
+    mask[..., 500:530, 600:640] = 1  # one small hole: a couple of tiles
+    infer_raw(server, "glama_pipeline", {"image": image, "mask": mask}, "output", parameters={"mode": "tiled"})
+    grown = biggest("glama_pipeline")
+    assert grown > 2 * limit, grown
+
+    reclaimer = ShmReclaimer(server.http_url, server.shm_prefix, limit_bytes=limit, idle_s=0.5, interval_s=0.25)
+    reclaimer.start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (not reclaimer.reloads or biggest("glama_pipeline") > limit):
+            time.sleep(0.25)
+    finally:
+        reclaimer.stop()
+    held_after = regions_by_model(server.shm_prefix)
+    assert reclaimer.reloads == [("glama_pipeline", grown)], (reclaimer.reloads, held_after)
+    assert max(held_after["glama_pipeline"].values()) <= limit, held_after
+    assert max(held_after["glama_onnx_py"].values()) <= limit, held_after  # untouched: it never grew
+    after = infer_raw(server, "glama_pipeline", {"image": small[0], "mask": small[1]}, "output",
+                      parameters={"mode": "tiled"})
+    assert np.array_equal(after, before)
+
+
 # ---------------------------------------------------------------------------------- concurrency
 def test_16_concurrent_clients_get_their_own_answers(server, local):
     import tritonclient.grpc as tg
@@ -467,7 +504,8 @@ def test_serve_cli_starts_and_stops_on_ctrl_c(server_env, test_repo):
     http, grpc = free_port(), free_port()
     cmd = [sys.executable, "-m", "glama_deploy.triton", "serve", "--repo", str(test_repo), "--http-port", str(http),
            "--grpc-port", str(grpc), "--metrics-port", "0", "--env", str(server_env.dir)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd + ["--shm-limit-mb", "12"], cwd=ROOT, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120
@@ -477,8 +515,23 @@ def test_serve_cli_starts_and_stops_on_ctrl_c(server_env, test_repo):
                 break
         assert lines and lines[-1].startswith(f"ready: http 127.0.0.1:{http}"), "".join(lines[-20:])
         assert any("glama_pipeline" in ln and "READY" in ln for ln in lines)
-        engine = create_engine("triton", url=f"127.0.0.1:{grpc}", protocol="grpc", model_name="glama_onnx_py")
+        engine = create_engine("triton", url=f"127.0.0.1:{grpc}", protocol="grpc", model_name="glama_pipeline")
+        image = np.random.default_rng(5).random((1, 3, 1024, 1024), dtype=np.float32)
+        mask = np.zeros((1, 1, 1024, 1024), np.float32)
+        mask[..., 10:30, 10:40] = 1
+        engine.run(image, mask, "tiled")  # grows the region past --shm-limit-mb
         engine.close()
+
+        def read_until_reload() -> None:
+            for line in proc.stderr:
+                lines.append(line)
+                if "give back" in line:
+                    return
+
+        reader = threading.Thread(target=read_until_reload, daemon=True)  # the log is quiet: no deadline
+        reader.start()
+        reader.join(90)  # serve's reclaimer reloads the idle model to give the region back
+        assert not reader.is_alive() and "reloaded glama_pipeline to give back" in lines[-1], "".join(lines[-20:])
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[1]
         assert proc.returncode == 0, rest[-2000:]

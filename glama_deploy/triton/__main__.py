@@ -2,6 +2,7 @@
 
   python -m glama_deploy.triton build-repo --out triton_repo [--onnx model.onnx] [--plan model.plan]
   python -m glama_deploy.triton build-repo --flavour cpu --onnx model.onnx --out /tmp/repo
+  python -m glama_deploy.triton build-repo --weights big-lama --out triton_repo   (a name: exported once)
   python -m glama_deploy.triton setup-env [--dir .triton-env]
   python -m glama_deploy.triton serve --repo /tmp/repo [--http-port 8000 --grpc-port 8001]
 
@@ -21,6 +22,7 @@ import signal
 import sys
 from dataclasses import asdict, fields
 
+from ..errors import InputError, WeightsError
 from .repo import FLAVOURS, MODES, RepoError, RepoOptions, build_repo
 from .server import RepositoryError, ServerEnv, ServerError, TritonServer, default_env_dir, setup_env
 
@@ -36,6 +38,9 @@ def _add_build(sub) -> None:
                     help="production: glama_onnx + glama_trt + glama_pipeline; cpu: glama_onnx_py + glama_pipeline")
     ap.add_argument("--onnx", help="exported generator (python -m export.onnx) copied to <model>/1/model.onnx")
     ap.add_argument("--plan", help="TensorRT plan copied to glama_trt/1/model.plan")
+    ap.add_argument("--weights", help="instead of --onnx: a model name (big-lama) or .safetensors/.ckpt, "
+                    "exported to ONNX once (cached) and copied in")
+    ap.add_argument("--offline", action="store_true", help="never download a named model (also GLAMA_OFFLINE=1)")
     ap.add_argument("--models", help="comma-separated subset of the flavour's models")
     ap.add_argument("--generator", default="", help="generator model glama_pipeline calls "
                     "(default: glama_onnx for production, glama_onnx_py for cpu)")
@@ -65,7 +70,14 @@ def _build(args) -> int:
     names = {f.name for f in fields(RepoOptions)}
     opts = RepoOptions(**{k: v for k, v in vars(args).items() if k in names and k != "models"},
                        models=tuple(m.strip() for m in args.models.split(",")) if args.models else ())
-    files = build_repo(args.out, opts, onnx=args.onnx, plan=args.plan)
+    onnx = args.onnx
+    if args.weights:  # a name or weights file -> its (cached) ONNX export
+        if onnx:
+            raise RepoError("--onnx and --weights both given: pass one")
+        from ..weights.exported import onnx_for
+
+        onnx = onnx_for(args.weights, offline=args.offline or None)
+    files = build_repo(args.out, opts, onnx=onnx, plan=args.plan)
     if args.json:
         print(json.dumps({"out": args.out, "options": asdict(opts.resolved()), "files": [str(f) for f in files]},
                          indent=2))
@@ -87,6 +99,10 @@ def _add_serve(sub) -> None:
     ap.add_argument("--metrics-port", type=int, default=8002, help="0 disables metrics")
     ap.add_argument("--log-verbose", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    ap.add_argument("--shm-limit-mb", type=int, default=512,
+                    help="reload an idle python-backend model whose /dev/shm region outgrew this, to give the "
+                    "memory back (the region never shrinks otherwise; needs explicit model control, which "
+                    "serve then uses); 0 disables (default: 512)")
     ap.add_argument("extra", nargs=argparse.REMAINDER, help="-- extra tritonserver flags")
 
 
@@ -94,7 +110,7 @@ def _serve(args) -> int:
     extra = tuple(a for a in args.extra if a != "--")
     server = TritonServer(args.repo, args.env, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port or None, log=sys.stderr.write,
-                          log_verbose=args.log_verbose, extra_args=extra)
+                          log_verbose=args.log_verbose, extra_args=extra, shm_limit=max(0, args.shm_limit_mb) << 20)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -144,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return {"build-repo": _build, "serve": _serve, "setup-env": _setup}[args.command](args)
-    except (RepoError, RepositoryError) as e:
+    except (RepoError, RepositoryError, InputError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ServerError as e:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import PACKAGE_ROOT
+from .shm_reclaim import ShmReclaimer
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,8 @@ def port_in_use(host: str, port: int) -> bool:
 class TritonServer:
     """``tritonserver`` on ``repo``; ``with TritonServer(repo) as s: s.http_url ...``.
 
+    With ``shm_limit`` (bytes), a :class:`ShmReclaimer` reloads any idle model whose ``/dev/shm``
+    region outgrew it (the server then runs with explicit model control, every model loaded).
     Ports default to free loopback ports. ``log`` receives every server log line (e.g.
     ``sys.stderr.write``); the last lines are kept for error messages either way.
     """
@@ -292,7 +295,7 @@ class TritonServer:
     def __init__(self, repo: str | os.PathLike, env: ServerEnv | str | os.PathLike | None = None, *,
                  host: str = "127.0.0.1", http_port: int | None = None, grpc_port: int | None = None,
                  metrics_port: int | None = None, log: Callable[[str], object] | None = None,
-                 log_verbose: int = 0, extra_args: tuple[str, ...] = ()):
+                 log_verbose: int = 0, extra_args: tuple[str, ...] = (), shm_limit: int = 0):
         self.repo = Path(repo).resolve()
         if not (self.repo.is_dir() and any(self.repo.glob("*/config.pbtxt"))):
             raise RepositoryError(f"{self.repo}: not a model repository (no */config.pbtxt); "
@@ -305,6 +308,9 @@ class TritonServer:
         self.log = log
         self.log_verbose = log_verbose
         self.extra_args = tuple(extra_args)
+        self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}p{self.http_port}"  # this server's /dev/shm regions
+        self.shm_limit = shm_limit
+        self.reclaimer: ShmReclaimer | None = None
         self.proc: subprocess.Popen | None = None
         self.lines: collections.deque[str] = collections.deque(maxlen=400)
         self._pump: threading.Thread | None = None
@@ -330,10 +336,17 @@ class TritonServer:
                 f"--http-address={self.host}", f"--http-port={self.http_port}",
                 f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}", *metrics,
                 # unique shared-memory names: several servers may run on one machine
-                f"--backend-config=python,shm-region-prefix-name={SHM_PREFIX}{os.getpid()}p{self.http_port}",
+                f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
                 "--backend-config=python,shm-default-byte-size=4194304",
                 "--backend-config=python,shm-growth-byte-size=16777216",
-                "--exit-timeout-secs=10", f"--log-verbose={self.log_verbose}", *self.extra_args]
+                "--exit-timeout-secs=10", f"--log-verbose={self.log_verbose}", *self._control_args(),
+                *self.extra_args]
+
+    def _control_args(self) -> list[str]:
+        """The reclaimer reloads models through the repository API: explicit control, all loaded."""
+        if not self.shm_limit or any(a.startswith("--model-control-mode") for a in self.extra_args):
+            return []
+        return ["--model-control-mode=explicit", "--load-model=*"]
 
     def start(self, timeout: float = 120.0) -> TritonServer:
         """Start the server and wait until it (and every model) is ready."""
@@ -367,7 +380,17 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        if self.shm_limit:
+            self.reclaimer = ShmReclaimer(self.http_url, self.shm_prefix, limit_bytes=self.shm_limit,
+                                          on_reload=self._reclaimed).start()
         return self
+
+    def _reclaimed(self, model: str, held: int) -> None:
+        msg = (f"reloaded {model} to give back {held / 2**20:.0f} MiB of /dev/shm "
+               f"(limit {self.shm_limit / 2**20:.0f} MiB)")
+        log.info(msg)
+        if self.log is not None:
+            self.log(f"glama-deploy: {msg}\n")
 
     def _read_log(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -406,6 +429,9 @@ class TritonServer:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGINT (Triton unloads models and exits), then SIGKILL for the whole group if it hangs."""
+        if self.reclaimer is not None:
+            self.reclaimer.stop()
+            self.reclaimer = None
         proc, self.proc = self.proc, None
         if proc is None:
             return None
