@@ -34,8 +34,7 @@ CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip("Debian's chromium and chromium-driver are not installed (bash .ci/browser-setup.sh installs "
                 "them)", allow_module_level=True)
-pytest.importorskip("starlette", reason="the app's [app] extra is not installed")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (dev extra) is not installed")
+from selenium import webdriver  # noqa: E402  (dev extra: a missing one is an error, not a skip)
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402

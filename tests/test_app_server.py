@@ -16,13 +16,11 @@ import time
 import cv2
 import numpy as np
 import pytest
+from starlette.testclient import TestClient
 
-pytest.importorskip("starlette", reason="the app's [app] extra is not installed")
-from starlette.testclient import TestClient  # noqa: E402
-
-from glama_deploy.app import Limits, create_app  # noqa: E402
-from glama_deploy.engines import BaseEngine, EngineError, create_engine  # noqa: E402
-from tests.conftest import DEFAULT_WEIGHTS, ROOT, SAMPLES  # noqa: E402
+from glama_deploy.app import Limits, create_app
+from glama_deploy.engines import BaseEngine, EngineError, create_engine
+from tests.conftest import DEFAULT_WEIGHTS, ROOT, SAMPLES
 
 PHOTO = SAMPLES / "mate-dune.jpg"
 
