@@ -217,6 +217,9 @@ def test_cli_errors_are_one_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {bad}: not a safetensors file (no JSON header)"
+    r = subprocess.run([sys.executable, "-m", "glama_deploy.app", "--weights", "no-such-model", "--port", "0"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith("error: no-such-model: ") and r.stderr.count("\n") == 1
     with socket.socket() as taken:  # a port in use: refused before the model loads
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)

@@ -5,7 +5,8 @@ before/after, download the full-resolution PNG, or keep going on the result. Big
 through the tiled pipeline (the page says which mode ran); known pixels come back unchanged.
 
 The server listens on 127.0.0.1 only: pass ``--host 0.0.0.0`` to let other machines reach it
-(it has no authentication). Nothing is fetched from the internet; the page works offline.
+(it has no authentication). The page loads nothing from the internet (no CDN, no analytics): it
+works offline.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..bundled import DEFAULT_WEIGHTS
 from ..engines import ENGINES
 from ..errors import EngineError, InputError, WeightsError
 from ..infer import check_device, check_weights_file, guess_engine, make_engine
+from ..weights import resolve_weights
 
 try:
     from .server import Limits
@@ -33,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = Limits()
     ap = argparse.ArgumentParser(prog="python -m glama_deploy.app", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
-                    help=f"generator: .safetensors, LaMa .ckpt or .onnx (default: bundled {DEFAULT_WEIGHTS.name})")
+    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS),
+                    help="generator: .safetensors, LaMa .ckpt, .onnx, or a model name (big-lama: downloaded "
+                         f"once; python -m glama_deploy.weights list) (default: bundled {DEFAULT_WEIGHTS.name})")
+    ap.add_argument("--offline", action="store_true",
+                    help="never download a named model (also GLAMA_OFFLINE=1); a name must be in the cache")
     ap.add_argument("--engine", choices=ENGINES,
                     help="default: from the weights' extension; triton needs --url")
     ap.add_argument("--url", help="triton: server address HOST:PORT (default localhost:8000)")
@@ -90,12 +95,13 @@ def main(argv: list[str] | None = None) -> int:
                         full_max_pixels=int(args.full_max_megapixels * 1e6), max_queue=args.queue, tile=args.tile)
         if limits.max_queue < 0 or limits.tile < 64 or min(limits.max_upload_bytes, limits.max_pixels) <= 0:
             raise InputError("--queue must be >= 0, --tile >= 64, the size limits > 0")
-        kind = args.engine or guess_engine(args.weights)
-        if kind != "triton":
-            check_weights_file(args.weights)
-        if kind in ("torch", "tensorrt"):
-            check_device(args.device)
         sock = bind(args.host, args.port)  # before the model loads: a taken port fails at once
+        if args.engine != "triton":  # a model name -> its cached file, fetched on first use
+            args.weights = resolve_weights(args.weights, offline=args.offline or None)
+            check_weights_file(args.weights)
+        args.weights = Path(args.weights)
+        if (args.engine or guess_engine(args.weights)) in ("torch", "tensorrt"):
+            check_device(args.device)
         engine = make_engine(args, args.weights)
         warm_up(engine)
     except (InputError, WeightsError) as e:
