@@ -28,6 +28,7 @@ import torch
 from glama_deploy.model import Generator
 from glama_deploy.model.prefill import LEVELS as PREFILL_LEVELS
 from glama_deploy.model.weights import WeightsError, load_generator
+from glama_deploy.weights import resolve_weights
 
 from .check import CheckError, check_model_file, parity
 
@@ -182,7 +183,9 @@ def captured_output(enabled: bool = True) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", required=True, help=".safetensors or official LaMa .ckpt")
+    ap.add_argument("--weights", required=True,
+                    help=".safetensors, official LaMa .ckpt, or a model name (big-lama: downloaded once)")
+    ap.add_argument("--offline", action="store_true", help="never download a named model (also GLAMA_OFFLINE=1)")
     ap.add_argument("--out", required=True, help="output .onnx path")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     ap.add_argument("--parity-sizes", default="256x256,248x336",
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         sizes = tuple(tuple(int(v) for v in s.split("x")) for s in args.parity_sizes.split(",") if s)
-        model, meta = load_generator(args.weights)
+        model, meta = load_generator(resolve_weights(args.weights, offline=args.offline or None))
         with captured_output(not args.verbose):
             report = export_onnx(model, args.out, opset=args.opset, parity_sizes=sizes, tol=args.tol,
                                  metadata={"source_weights": Path(args.weights).name,

@@ -29,6 +29,7 @@ from .bundled import DEFAULT_WEIGHTS
 from .engines import ENGINES, create_engine  # torch and onnxruntime are imported by the engine chosen
 from .errors import EngineError, InputError, WeightsError
 from .io import IMAGE_EXTS, check_file, list_images, read_image, read_mask, to_nchw, write_image
+from .weights import resolve_weights  # light: torch is imported only to convert a download
 
 MODES = ("full", "tiled", "two-stage")
 MASK_SUFFIXES = ("", "_mask", "-mask", ".mask", "_mask001")
@@ -136,9 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image", required=True, type=Path, help="image file or folder of images")
     ap.add_argument("--mask", required=True, type=Path, help="mask file or folder (nonzero = hole)")
     ap.add_argument("--out", required=True, type=Path, help="output file, or folder for folder input")
-    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
-                    help="generator: .safetensors, official LaMa .ckpt, .onnx or TensorRT .plan "
+    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS),
+                    help="generator: .safetensors, official LaMa .ckpt, .onnx or TensorRT .plan, or a model "
+                         "name (big-lama: downloaded once, python -m glama_deploy.weights list) "
                          f"(default: bundled {DEFAULT_WEIGHTS.name})")
+    ap.add_argument("--offline", action="store_true",
+                    help="never download a named model (also GLAMA_OFFLINE=1); a name must be in the cache")
     ap.add_argument("--engine", choices=ENGINES, help="default: from the weights' extension")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     ap.add_argument("--threads", type=int, help="CPU threads for torch / onnxruntime")
@@ -150,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tiles per engine call: bounds memory; on a CPU batching buys little, on a GPU use 4-8")
     ap.add_argument("--margin", type=int, help="context around each hole region in tiled mode (default tile/8)")
     ap.add_argument("--coarse-size", type=int, default=256, help="two-stage: short side of the coarse pass")
-    ap.add_argument("--refine-weights", type=Path, help="two-stage: refine model (default: --weights)")
+    ap.add_argument("--refine-weights", help="two-stage: refine model, a file or a name (default: --weights)")
     ap.add_argument("--url", help="triton: server address (default localhost:8000 http, :8001 grpc)")
     ap.add_argument("--protocol", choices=("http", "grpc"), default="http", help="triton protocol")
     ap.add_argument("--model-name", default="glama_onnx", help="triton: model to call")
@@ -233,13 +237,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.fmt and f".{args.fmt.lower().lstrip('.')}" not in IMAGE_EXTS:
             raise InputError(f"--format {args.fmt}: unknown format (use one of {', '.join(IMAGE_EXTS)})")
         jobs = plan_jobs(args.image, args.mask, args.out, args.suffix, args.overwrite, args.fmt)
-        if args.engine != "triton":
-            check_weights_file(args.weights)
         for job in jobs:  # before any model is loaded: a bad input costs a fraction of a second
             check_file(job.image, "image")
             check_file(job.mask, "mask")
         if len(jobs) == 1:  # decode it now too (run_one reuses it): a size mismatch is found at once
             jobs[0].loaded = read_inputs(jobs[0])
+        args.weights, args.refine_weights = (  # a model name -> its cached file, fetched on first use
+            None if w is None else Path(w) if args.engine == "triton"
+            else resolve_weights(w, offline=args.offline or None, progress=not args.quiet)
+            for w in (args.weights, args.refine_weights))
+        if args.engine != "triton":
+            check_weights_file(args.weights)
         if (args.engine or guess_engine(args.weights)) in ("torch", "tensorrt"):
             check_device(args.device)
         for job in jobs:

@@ -1,6 +1,6 @@
-"""`python -m glama_deploy.weights` and `--weights NAME` against a local HTTP server (never the real URLs).
+"""`python -m glama_deploy.weights` and `--weights NAME` against a local HTTP lama_server (never the real URLs).
 
-The server serves a synthetic `big-lama.zip`-shaped archive (`big-lama/models/best.ckpt`, a
+The lama_server serves a synthetic `big-lama.zip`-shaped lama_archive (`big-lama/models/best.ckpt`, a
 Lightning-style checkpoint of the `tiny` config with an OmegaConf-like object weights_only refuses,
 plus `big-lama/config.yaml`) and can cut the connection, answer 404 or ignore Range.
 """
@@ -25,63 +25,9 @@ from glama_deploy.weights.__main__ import main
 from glama_deploy.weights.registry import REGISTRY, ModelEntry
 
 from .conftest import make_model
-from .test_model import _Config, _official_ckpt
-from .weights_server import Server
+from .weights_server import NAME, Server, lama_zip, serve
 
-NAME = "test-lama"
-
-
-def lama_zip(model: torch.nn.Module, tmp: Path, members: dict[str, bytes] | None = None) -> bytes:
-    """A big-lama.zip-shaped archive around ``model``'s official-layout checkpoint."""
-    ckpt = tmp / "best.ckpt"
-    _official_ckpt(model, ckpt)
-    obj = torch.load(ckpt, weights_only=True)
-    obj["hyper_parameters"] = _Config(generator={"kind": "ffc_resnet"})  # what weights_only refuses
-    torch.save(obj, ckpt)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.write(ckpt, "big-lama/models/best.ckpt")
-        z.writestr("big-lama/config.yaml", "generator:\n  kind: ffc_resnet\n  n_blocks: 4\n")
-        for name, data in (members or {}).items():
-            z.writestr(name, data)
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def src():
-    return make_model("tiny", seed=5, lively=False)
-
-
-@pytest.fixture(scope="module")
-def archive(src, tmp_path_factory) -> bytes:
-    return lama_zip(src, tmp_path_factory.mktemp("zip"))
-
-
-@pytest.fixture()
-def server():
-    s = Server()
-    yield s
-    s.close()
-
-
-@pytest.fixture()
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("GLAMA_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("GLAMA_OFFLINE", raising=False)
-    return tmp_path / "home"
-
-
-def serve(server, monkeypatch, data: bytes, *, sha: str | None = "auto", size: bool = True,
-          config: str = "tiny") -> ModelEntry:
-    """Register a model served by ``server`` (REGISTRY is restored after the test)."""
-    server.b.files["/big-lama.zip"] = data
-    entry = ModelEntry(name=NAME, config=config, format="lama-zip", parameters=0, licence="Apache-2.0",
-                       description="test", good_at="tests", urls=(server.url("/big-lama.zip"),),
-                       size=len(data) if size else None,
-                       sha256=hashlib.sha256(data).hexdigest() if sha == "auto" else sha)
-    monkeypatch.setitem(REGISTRY, NAME, entry)
-    return entry
-
+pytest_plugins = ["tests.weights_fixtures"]  # fixtures: lama_server, glama_home, lama_archive, lama_src
 
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
@@ -90,32 +36,32 @@ def one_error_line(capsys) -> str:
     return err[0]
 
 
-def nothing_half_written(home: Path) -> None:
-    leftovers = [p for p in home.rglob("*") if p.is_file() and (p.suffix in (".tmp", ".incomplete")
+def nothing_half_written(glama_home: Path) -> None:
+    leftovers = [p for p in glama_home.rglob("*") if p.is_file() and (p.suffix in (".tmp", ".incomplete")
                                                                  or ".unpack-" in str(p))]
     assert not leftovers, leftovers
-    assert not (home / "models" / NAME / f"{NAME}.safetensors").exists()
+    assert not (glama_home / "models" / NAME / f"{NAME}.safetensors").exists()
 
 
-def test_get_verifies_converts_caches_and_rm(server, home, monkeypatch, archive, src, capsys):
-    entry = serve(server, monkeypatch, archive)
+def test_get_verifies_converts_caches_and_rm(lama_server, glama_home, monkeypatch, lama_archive, lama_src, capsys):
+    entry = serve(lama_server, monkeypatch, lama_archive)
     assert main(["get", NAME, "--quiet"]) == 0
     path = Path(capsys.readouterr().out.strip())
-    assert path == home / "models" / NAME / f"{NAME}.safetensors"
+    assert path == glama_home / "models" / NAME / f"{NAME}.safetensors"
     model, meta = load_generator(path)
     assert model.config.name == "tiny"
-    for k, v in src.state_dict().items():
+    for k, v in lama_src.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
     assert meta["source"] == entry.urls[0] and meta["sha256"] == entry.sha256
     assert meta["licence"] == "Apache-2.0" and meta["dtype"] == "float32" and meta["date"].startswith("20")
     assert meta["step"] == "1234" and "n_blocks: 4" in meta["lama_config_yaml"]
     assert "_Config" in meta["skipped_objects"]  # the OmegaConf-like object was never run
-    record = json.loads((home / "models" / NAME / "source.json").read_text())
-    assert record["sha256"] == entry.sha256 and record["size"] == len(archive)
-    assert not list((home / "downloads").glob("*.incomplete"))  # converted: the archive is not kept
+    record = json.loads((glama_home / "models" / NAME / "source.json").read_text())
+    assert record["sha256"] == entry.sha256 and record["size"] == len(lama_archive)
+    assert not list((glama_home / "downloads").glob("*.incomplete"))  # converted: the lama_archive is not kept
 
-    requests = len(server.b.ranges)
-    assert main(["get", NAME, "--quiet"]) == 0 and len(server.b.ranges) == requests  # cached: no request
+    requests = len(lama_server.b.ranges)
+    assert main(["get", NAME, "--quiet"]) == 0 and len(lama_server.b.ranges) == requests  # cached: no request
     assert capsys.readouterr().out.strip() == str(path)
     assert main(["list", "--json"]) == 0
     row = next(r for r in json.loads(capsys.readouterr().out)["models"] if r["name"] == NAME)
@@ -123,7 +69,7 @@ def test_get_verifies_converts_caches_and_rm(server, home, monkeypatch, archive,
     assert main(["path", NAME]) == 0 and capsys.readouterr().out.strip() == str(path)
 
     assert main(["get", NAME, "--fp16", "--quiet"]) == 0  # from the cached fp32 file, no download
-    assert len(server.b.ranges) == requests
+    assert len(lama_server.b.ranges) == requests
     half = Path(capsys.readouterr().out.strip())
     state, meta16 = read_weights(half)
     assert all(v.dtype == torch.float16 for k, v in state.items() if v.is_floating_point())
@@ -131,81 +77,85 @@ def test_get_verifies_converts_caches_and_rm(server, home, monkeypatch, archive,
     assert half.stat().st_size < 0.6 * path.stat().st_size
     loaded, _ = load_generator(half)  # fp16 files load into the fp32 generator
     assert torch.allclose(loaded.state_dict()["model.1.ffc.convl2l.weight"],
-                          src.state_dict()["model.1.ffc.convl2l.weight"], atol=1e-3)
+                          lama_src.state_dict()["model.1.ffc.convl2l.weight"], atol=1e-3)
 
     assert main(["rm", NAME]) == 0
-    assert not (home / "models" / NAME).exists()
+    assert not (glama_home / "models" / NAME).exists()
     assert main(["path", NAME]) == 1
 
 
-def test_resume_after_dropped_connection(server, home, monkeypatch, archive, src, capsys):
-    serve(server, monkeypatch, archive)
-    cut = len(archive) // 3
-    server.b.cut_after = cut
+def test_resume_after_dropped_connection(lama_server, glama_home, monkeypatch, lama_archive, lama_src, capsys):
+    serve(lama_server, monkeypatch, lama_archive)
+    cut = len(lama_archive) // 3
+    lama_server.b.cut_after = cut
     assert main(["get", NAME, "--quiet"]) == 2
     line = one_error_line(capsys)
-    assert f"connection dropped after {cut:,} of {len(archive):,} bytes" in line and server.url("/") in line
-    part = home / "downloads" / f"{NAME}.zip.incomplete"
+    assert f"connection dropped after {cut:,} of {len(lama_archive):,} bytes" in line and lama_server.url("/") in line
+    part = glama_home / "downloads" / f"{NAME}.zip.incomplete"
     assert part.stat().st_size == cut  # kept, to resume
-    assert not (home / "models" / NAME / f"{NAME}.safetensors").exists()
+    assert not (glama_home / "models" / NAME / f"{NAME}.safetensors").exists()
 
-    server.b.cut_after = None
+    lama_server.b.cut_after = None
     assert main(["get", NAME, "--quiet"]) == 0
-    assert server.b.ranges[-1] == f"bytes={cut}-"  # resumed, not restarted
+    assert lama_server.b.ranges[-1] == f"bytes={cut}-"  # resumed, not restarted
     model, _ = load_generator(capsys.readouterr().out.strip())
-    assert torch.equal(model.state_dict()["model.1.ffc.convl2l.weight"], src.state_dict()["model.1.ffc.convl2l.weight"])
+    key = "model.1.ffc.convl2l.weight"
+    assert torch.equal(model.state_dict()[key], lama_src.state_dict()[key])
 
 
-def test_server_that_ignores_range_restarts_from_zero(server, home, monkeypatch, archive, capsys):
-    serve(server, monkeypatch, archive)
-    part = home / "downloads" / f"{NAME}.zip.incomplete"
+def test_server_that_ignores_range_restarts_from_zero(lama_server, glama_home, monkeypatch, lama_archive, capsys):
+    serve(lama_server, monkeypatch, lama_archive)
+    part = glama_home / "downloads" / f"{NAME}.zip.incomplete"
     part.parent.mkdir(parents=True)
     part.write_bytes(b"\0" * 1000)  # a partial that is not even a prefix of the file
-    server.b.honour_range = False
+    lama_server.b.honour_range = False
     assert main(["get", NAME, "--quiet"]) == 0  # answered 200: the file started over and verified
-    assert server.b.ranges == ["bytes=1000-"]
+    assert lama_server.b.ranges == ["bytes=1000-"]
 
 
-def test_sha_mismatch_deletes_and_never_replaces_a_good_copy(server, home, monkeypatch, archive, capsys):
-    serve(server, monkeypatch, archive, sha="0" * 64)
+def test_sha_mismatch_deletes_and_never_replaces_a_good_copy(lama_server, glama_home, monkeypatch, lama_archive,
+                                                             capsys):
+    serve(lama_server, monkeypatch, lama_archive, sha="0" * 64)
     assert main(["get", NAME, "--quiet"]) == 2
     line = one_error_line(capsys)
-    assert f"sha256 {hashlib.sha256(archive).hexdigest()} differs from the registry's {'0' * 64}" in line
-    nothing_half_written(home)
+    assert f"sha256 {hashlib.sha256(lama_archive).hexdigest()} differs from the registry's {'0' * 64}" in line
+    nothing_half_written(glama_home)
 
-    serve(server, monkeypatch, archive)  # a good copy in the cache ...
+    serve(lama_server, monkeypatch, lama_archive)  # a good copy in the cache ...
     assert main(["get", NAME, "--quiet"]) == 0
     good = Path(capsys.readouterr().out.strip())
     before = good.read_bytes()
-    bad = archive[:100] + bytes([archive[100] ^ 0xFF]) + archive[101:]
-    server.b.files["/big-lama.zip"] = bad  # ... then the server serves a corrupt file
+    bad = lama_archive[:100] + bytes([lama_archive[100] ^ 0xFF]) + lama_archive[101:]
+    lama_server.b.files["/big-lama.zip"] = bad  # ... then the lama_server serves a corrupt file
     assert main(["get", NAME, "--force", "--quiet"]) == 2
     assert "differs from the registry's" in one_error_line(capsys)
     assert good.read_bytes() == before
-    assert not list((home / "downloads").glob("*.incomplete"))
+    assert not list((glama_home / "downloads").glob("*.incomplete"))
 
 
-def test_trust_on_first_download_when_no_sha_is_published(server, home, monkeypatch, archive, tmp_path, capsys):
-    serve(server, monkeypatch, archive, sha=None, size=False)
+def test_trust_on_first_download_when_no_sha_is_published(lama_server, glama_home, monkeypatch, lama_archive,
+                                                          tmp_path, capsys):
+    serve(lama_server, monkeypatch, lama_archive, sha=None, size=False)
     assert main(["get", NAME, "--quiet"]) == 0
-    recorded = json.loads((home / "known_sha256.json").read_text())
-    assert recorded == {NAME: hashlib.sha256(archive).hexdigest()}
+    recorded = json.loads((glama_home / "known_sha256.json").read_text())
+    assert recorded == {NAME: hashlib.sha256(lama_archive).hexdigest()}
     assert main(["rm", NAME]) == 0
     capsys.readouterr()
     other = lama_zip(make_model("tiny", seed=9, lively=False), tmp_path)  # the URL now serves other bytes
-    server.b.files["/big-lama.zip"] = other
+    lama_server.b.files["/big-lama.zip"] = other
     assert main(["get", NAME, "--quiet"]) == 2
     assert "differs from the first download's" in one_error_line(capsys)
-    nothing_half_written(home)
+    nothing_half_written(glama_home)
     assert main(["rm", NAME, "--forget-sha256"]) == 0
     assert main(["get", NAME, "--quiet"]) == 0
 
 
 @pytest.mark.parametrize("case", ["404", "no best.ckpt", "wrong architecture", "not a zip", "disk full"])
-def test_failures_are_one_line_exit_2_and_leave_nothing(server, home, monkeypatch, archive, tmp_path, capsys, case):
-    data, needle = archive, ""
+def test_failures_are_one_line_exit_2_and_leave_nothing(lama_server, glama_home, monkeypatch, lama_archive,
+                                                        tmp_path, capsys, case):
+    data, needle = lama_archive, ""
     if case == "404":
-        server.b.not_found, needle = True, "HTTP 404 Not Found"
+        lama_server.b.not_found, needle = True, "HTTP 404 Not Found"
     elif case == "no best.ckpt":
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
@@ -240,20 +190,21 @@ def test_failures_are_one_line_exit_2_and_leave_nothing(server, home, monkeypatc
 
         monkeypatch.setattr(dl, "_open_part", lambda path, append: Full(real_open(path, append)))
         needle = "disk full after"
-    serve(server, monkeypatch, data)
+    serve(lama_server, monkeypatch, data)
     assert main(["get", NAME, "--quiet"]) == 2
     line = one_error_line(capsys)
     assert needle in line, line
     if case != "disk full":  # (that one names the folder whose disk is full)
-        assert str(home) not in line  # errors name the URL, not paths inside the cache
-    nothing_half_written(home)
+        assert str(glama_home) not in line  # errors name the URL, not paths inside the cache
+    nothing_half_written(glama_home)
 
 
-def test_offline_and_no_network_name_the_url_and_the_flag(server, home, monkeypatch, archive, tmp_path, capsys):
+def test_offline_and_no_network_name_the_url_and_the_flag(lama_server, glama_home, monkeypatch, lama_archive,
+                                                          tmp_path, capsys):
     from glama_deploy.errors import WeightsError
     from glama_deploy.weights import resolve_weights
 
-    entry = serve(server, monkeypatch, archive)
+    entry = serve(lama_server, monkeypatch, lama_archive)
     monkeypatch.setenv("GLAMA_OFFLINE", "1")
     with pytest.raises(WeightsError, match="offline mode is on .GLAMA_OFFLINE=1.") as e:
         resolve_weights(NAME)
@@ -261,7 +212,7 @@ def test_offline_and_no_network_name_the_url_and_the_flag(server, home, monkeypa
     monkeypatch.delenv("GLAMA_OFFLINE")
     assert main(["get", NAME, "--offline"]) == 2
     assert "(--offline)" in one_error_line(capsys)
-    assert server.b.ranges == []  # offline means no request at all
+    assert lama_server.b.ranges == [] and not glama_home.exists()  # offline: no request, nothing written
 
     closed = Server()
     url = closed.url("/big-lama.zip")
@@ -272,12 +223,12 @@ def test_offline_and_no_network_name_the_url_and_the_flag(server, home, monkeypa
     assert f"cannot download: {url}: cannot connect" in line
     assert f"fetch {url} by hand" in line and "--weights big-lama/models/best.ckpt" in line
     assert f"get {NAME} --from-file big-lama.zip" in line
-    nothing_half_written(home)
+    nothing_half_written(glama_home)
 
     by_hand = tmp_path / "big-lama.zip"  # what the message tells the user to do
-    by_hand.write_bytes(archive)
+    by_hand.write_bytes(lama_archive)
     assert main(["get", NAME, "--from-file", str(by_hand), "--offline", "--quiet"]) == 0
-    assert by_hand.read_bytes() == archive  # the user's file is left alone
+    assert by_hand.read_bytes() == lama_archive  # the user's file is left alone
 
 
 def test_unsafe_archives_are_refused_before_anything_is_written(tmp_path):

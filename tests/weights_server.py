@@ -1,15 +1,28 @@
-"""A local HTTP server for the model-download tests (127.0.0.1 only; the real URLs are never used).
+"""Helpers for the model-download tests: a local HTTP server (127.0.0.1 only; the real URLs are
+never used) and a synthetic ``big-lama.zip``; the fixtures around them are in weights_fixtures.py.
 
-It serves files from a dict and can be told to cut the connection after N bytes, to answer 404,
-and to honour or ignore ``Range``; it records the Range header of every request.
+The server serves files from a dict and can be told to cut the connection after N bytes, to answer
+404, and to honour or ignore ``Range``; it records the Range header of every request. The archive
+holds ``big-lama/models/best.ckpt`` (a Lightning-style checkpoint of the ``tiny`` config in the
+official layout, with an OmegaConf-like object that ``weights_only`` refuses) and ``config.yaml``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 import threading
+import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import torch
+
+from glama_deploy.weights.registry import REGISTRY, ModelEntry
+
+from .test_model import _Config, _official_ckpt
 
 
 @dataclass
@@ -73,3 +86,34 @@ class Server:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+NAME = "test-lama"  # a registry entry the tests add (REGISTRY is restored after each)
+
+
+def lama_zip(model: torch.nn.Module, tmp: Path, members: dict[str, bytes] | None = None) -> bytes:
+    """A big-lama.zip-shaped archive around ``model``'s official-layout checkpoint."""
+    ckpt = tmp / "best.ckpt"
+    _official_ckpt(model, ckpt)
+    obj = torch.load(ckpt, weights_only=True)
+    obj["hyper_parameters"] = _Config(generator={"kind": "ffc_resnet"})  # what weights_only refuses
+    torch.save(obj, ckpt)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.write(ckpt, "big-lama/models/best.ckpt")
+        z.writestr("big-lama/config.yaml", "generator:\n  kind: ffc_resnet\n  n_blocks: 4\n")
+        for name, data in (members or {}).items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def serve(lama_server, monkeypatch, data: bytes, *, sha: str | None = "auto", size: bool = True,
+          config: str = "tiny") -> ModelEntry:
+    """Register a model served by ``lama_server`` (REGISTRY is restored after the test)."""
+    lama_server.b.files["/big-lama.zip"] = data
+    entry = ModelEntry(name=NAME, config=config, format="lama-zip", parameters=0, licence="Apache-2.0",
+                       description="test", good_at="tests", urls=(lama_server.url("/big-lama.zip"),),
+                       size=len(data) if size else None,
+                       sha256=hashlib.sha256(data).hexdigest() if sha == "auto" else sha)
+    monkeypatch.setitem(REGISTRY, NAME, entry)
+    return entry

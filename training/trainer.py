@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from glama_deploy.errors import InputError
 from glama_deploy.model import Generator
 from glama_deploy.model.weights import (
     WeightsError,
@@ -30,6 +31,7 @@ from glama_deploy.model.weights import (
     save_weights,
     state_dict_problems,
 )
+from glama_deploy.weights import resolve_weights
 from training.checkpoint import (
     CKPT_NAME,
     FORMAT,
@@ -231,9 +233,10 @@ class Trainer:
         """Load G (strictly) and, when the file has a matching one, D from a weights file; return a
         note for the log and the exported metadata."""
         try:
+            path = resolve_weights(path)  # a model name (big-lama) -> its cached file, fetched on first use
             state, meta = read_state(path)  # one read serves G and D (a big-lama .ckpt is ~400 MB)
             load_state_into(self.G, extract_generator_state(state), path)
-        except WeightsError as e:
+        except (WeightsError, InputError) as e:
             raise ConfigError(f"model.init_weights: {e}") from None
         note = f"G from {path}" + (f" (step {meta['step']})" if meta.get("step") else "")
         d_state = extract_discriminator_state(state)

@@ -144,13 +144,14 @@ def get_model(name: str, *, fp16: bool = False, force: bool = False, offline: bo
     target = cache.weights_file(name, fp16)
     if target.is_file() and not force:
         return target
+    convert = fp16 and not force and from_file is None and cache.weights_file(name, False).is_file()
+    if from_file is None and offline and not convert:  # before the lock: offline writes nothing
+        raise offline_error(entry, "--offline" if not cache.offline_from_env() else f"{cache.OFFLINE_ENV}=1")
     with cache.locked(name):
         if target.is_file() and not force:  # another process made it while we waited
             return target
-        if fp16 and not force and from_file is None and cache.weights_file(name, False).is_file():
+        if convert:
             return _convert_cached(entry)
-        if from_file is None and offline:
-            raise offline_error(entry, "--offline" if not cache.offline_from_env() else f"{cache.OFFLINE_ENV}=1")
         return _fetch_and_convert(entry, target, fp16, progress, from_file)
 
 
