@@ -266,3 +266,27 @@ def test_cache_location(monkeypatch, tmp_path):
     assert cache.cache_root() == tmp_path / "xdg" / "glama-deploy"
     monkeypatch.setenv("GLAMA_HOME", str(tmp_path / "g"))
     assert cache.cache_root() == tmp_path / "g"
+
+
+def test_concurrent_gets_download_once(lama_server, glama_home, monkeypatch, lama_archive):
+    """Several processes resolving one name (DDP ranks) share one download: a lock per name."""
+    import threading
+
+    from glama_deploy.weights import get_model
+
+    serve(lama_server, monkeypatch, lama_archive)
+    paths, errors = [], []
+
+    def worker():
+        try:
+            paths.append(get_model(NAME, progress=False))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(paths) == 3 and len(set(paths)) == 1
+    assert lama_server.b.ranges == [None]  # one request, from the start
