@@ -290,3 +290,19 @@ def test_concurrent_gets_download_once(lama_server, glama_home, monkeypatch, lam
         t.join(60)
     assert not errors and len(paths) == 3 and len(set(paths)) == 1
     assert lama_server.b.ranges == [None]  # one request, from the start
+
+
+def test_next_url_is_tried_when_the_first_refuses(lama_server, glama_home, monkeypatch, lama_archive, capsys):
+    """404 or another size on the official URL (nothing downloaded): the pinned mirror is tried next."""
+    entry = serve(lama_server, monkeypatch, lama_archive)
+    lama_server.b.files["/moved.zip"] = lama_archive + b"x"  # e.g. 'main' now holds another file
+    for first in ("/gone.zip", "/moved.zip"):
+        monkeypatch.setitem(REGISTRY, NAME, ModelEntry(**{**entry.__dict__,
+                                                          "urls": (lama_server.url(first), entry.urls[0])}))
+        assert main(["get", NAME, "--quiet", "--force"]) == 0, capsys.readouterr().err
+    assert not list(glama_home.rglob("*.incomplete"))
+    monkeypatch.setitem(REGISTRY, NAME, ModelEntry(**{**entry.__dict__, "urls": (lama_server.url("/gone.zip"),
+                                                                               lama_server.url("/moved.zip"))}))
+    assert main(["get", NAME, "--quiet", "--force"]) == 2
+    line = one_error_line(capsys)
+    assert "/gone.zip: HTTP 404 Not Found (and 1 mirror(s) failed too)" in line

@@ -36,6 +36,10 @@ class Unreachable(DownloadError):
     """No answer at all from the host (no network, DNS, refused): worth trying a mirror."""
 
 
+class Refused(DownloadError):
+    """The server answered but not with the file (HTTP error, another size): worth trying a mirror."""
+
+
 def _open_part(path: Path, append: bool):
     """The partial file, opened for writing (a seam for the disk-full test)."""
     return open(path, "ab" if append else "wb")
@@ -55,9 +59,10 @@ def fetch(url: str, part: Path, *, size: int | None = None, progress: bool = Tru
           timeout: float = TIMEOUT, label: str = "") -> int:
     """Download ``url`` into ``part``, resuming what is there; return the file's size.
 
-    Raises :class:`DownloadError` (404, dropped connection, size differing from ``size``, disk full)
-    or :class:`Unreachable`. A dropped connection keeps ``part`` for the next call; a size that
-    cannot be right and a full disk delete it.
+    Raises :class:`Unreachable` (no answer), :class:`Refused` (an HTTP error, a size differing from
+    ``size``: nothing was downloaded) or :class:`DownloadError` (dropped connection, disk full).
+    A dropped connection keeps ``part`` for the next call; a size that cannot be right and a full
+    disk delete it.
     """
     part.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.is_file() else 0
@@ -74,7 +79,7 @@ def fetch(url: str, part: Path, *, size: int | None = None, progress: bool = Tru
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # nothing left to send: the partial file is whole
             return have
-        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+        raise Refused(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise Unreachable(f"{url}: cannot connect ({_reason(e)})") from None
     with resp:
@@ -87,7 +92,7 @@ def fetch(url: str, part: Path, *, size: int | None = None, progress: bool = Tru
         total = have + int(length) if length and length.isdigit() else None
         if size is not None and total is not None and total != size:
             part.unlink(missing_ok=True)
-            raise DownloadError(f"{url}: the server offers {total:,} bytes, the registry expects {size:,}; "
+            raise Refused(f"{url}: the server offers {total:,} bytes, the registry expects {size:,}; "
                                 "not downloading it")
         got = have
         if progress:  # said once the server answered: an error stays the only line

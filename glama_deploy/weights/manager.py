@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..errors import InputError, WeightsError
 from . import cache
-from .download import DISK_FULL, DownloadError, Unreachable, fetch, remove_quietly, sha256_of
-from .registry import DEFAULT_MODEL, ModelEntry, get_entry, known_names, model_urls
+from .download import DISK_FULL, DownloadError, Refused, Unreachable, fetch, remove_quietly, sha256_of
+from .registry import ModelEntry, get_entry, known_names, model_urls
 
 BUILTIN_META = ("config", "generator_config", "blocks", "step", "source", "git_revision", "format")
 SUFFIX = {"lama-zip": ".zip", "checkpoint": ".ckpt"}
@@ -63,11 +63,7 @@ def _download(entry: ModelEntry, part: Path, progress: bool) -> str:
         try:
             fetch(url, part, size=entry.size, progress=progress, label=entry.name)
             return url
-        except Unreachable as e:
-            errors.append(e)
-        except DownloadError as e:
-            if " HTTP " not in str(e):  # dropped, disk full, wrong size: not a reason to try a mirror
-                raise
+        except (Unreachable, Refused) as e:  # nothing downloaded: try the next URL
             errors.append(e)
     first = errors[0]
     more = f" (and {len(errors) - 1} mirror(s) failed too)" if len(errors) > 1 else ""
@@ -222,7 +218,3 @@ def resolve_weights(name_or_path: str | os.PathLike, offline: bool | None = None
     if cached is not None:
         return cached
     return get_model(entry.name, offline=offline, progress=progress)
-
-
-def default_model() -> str:
-    return DEFAULT_MODEL
