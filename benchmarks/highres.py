@@ -4,8 +4,10 @@
 
 Each case (image x size x mode) runs in a fresh subprocess, so its peak resident memory (the
 kernel's high-water mark of that process: engine, input image, mask, output and every temporary)
-is not polluted by other cases. The hole is one irregular blob covering ``hole_fraction`` of the
-image, like an object to remove. Default run: every mode at each photo's own size, then tiled and
+is not polluted by other cases. Two hole patterns (``--holes``): one irregular blob covering
+``--hole`` of the image (an object to remove), and small ellipses scattered over the whole frame
+covering ``--scattered`` (16.6%), where tiles would cover more than the frame and the tiler's cost
+model must pick one full-frame pass (the ``tiles`` column says which plan ran). Default run: every mode at each photo's own size, then tiled and
 two-stage at 7680x4320 (the photo upscaled); full-frame at 8K only with ``--full-8k`` (it needs
 many GiB).
 """
@@ -66,6 +68,25 @@ def make_hole(h: int, w: int, fraction: float = 0.05, seed: int = 0) -> np.ndarr
     return mask
 
 
+def make_scattered(h: int, w: int, fraction: float = 0.166, seed: int = 0) -> np.ndarray:
+    """(H, W) uint8 mask, 1 = hole: many small ellipses spread over the whole frame (scratches,
+    dust, a watermark pattern) until about ``fraction`` of the area is hole."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((h, w), np.uint8)
+    side = min(h, w)
+    while mask.mean() < fraction:
+        for _ in range(16):
+            c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            axes = (int(side * rng.uniform(0.01, 0.04)), int(side * rng.uniform(0.01, 0.04)))
+            cv2.ellipse(mask, c, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    return mask
+
+
+HOLES = {"blob": make_hole, "scattered": make_scattered}
+
+
 def load_scaled(path: str | os.PathLike, size: tuple[int, int] | None) -> np.ndarray:
     """Photo as (1,3,H,W) float32 in [0,1], resized to ``size`` = (H, W) if given, built channel
     by channel (no HxWx3 float temporary)."""
@@ -107,10 +128,13 @@ def _hwm_mib() -> float:
     return float("nan")
 
 
-def _case(conn, factory, image_path: str, size, fraction: float, mode: str, opts: dict, repeats: int) -> None:
+def _case(
+    conn, factory, image_path: str, size, fraction: float, mode: str, opts: dict, repeats: int, hole: str = "blob"
+) -> None:
     """One measurement in its own process; sends a dict through ``conn``."""
     try:
         from glama_deploy.pipeline import run
+        from glama_deploy.pipeline.cost import FULL_MAX_PIXELS
         from glama_deploy.pipeline.tiling import plan_tiles
 
         engine = factory()
@@ -120,10 +144,16 @@ def _case(conn, factory, image_path: str, size, fraction: float, mode: str, opts
         engine(warm, warm_mask)
         image = load_scaled(image_path, size)
         h, w = image.shape[2:]
-        mask = make_hole(h, w, fraction).astype(np.float32)[None, None]
+        mask = HOLES[hole](h, w, fraction).astype(np.float32)[None, None]
         info = {}
         if mode != "full":
-            info = plan_tiles(mask[0, 0] > 0.5, opts["tile"], opts["overlap"]).info
+            info = plan_tiles(
+                mask[0, 0] > 0.5,
+                opts["tile"],
+                opts["overlap"],
+                coarse_size=opts["coarse_size"],
+                full_max_pixels=opts.get("full_max_pixels", FULL_MAX_PIXELS),
+            ).info
         baseline = _rss_mib()
         resettable = _reset_peak()
         times = []
@@ -186,6 +216,8 @@ def measure_highres(
     repeats: int = 1,
     timeout: float = 1800.0,
     max_full_pixels: int | None = 16_000_000,
+    hole: str = "blob",
+    full_max_pixels: int | None = None,
 ) -> list[dict]:
     """Time and peak memory of each mode on one photo at each size, one fresh subprocess per case.
 
@@ -196,10 +228,14 @@ def measure_highres(
     ``seconds`` (best of ``repeats``), ``peak_rss_mib`` (whole process), ``run_peak_rss_mib``
     (peak while inpainting, if the kernel lets us reset the mark), ``baseline_rss_mib`` (engine +
     image + mask loaded) and, per size, ``speedup_vs_full`` when full-frame was measured too.
-    A failed case (e.g. out of memory) has ``ok: False`` and ``error``.
+    A failed case (e.g. out of memory) has ``ok: False`` and ``error``. ``hole``: "blob" (one
+    compact hole) or "scattered" (small holes all over the frame). ``full_max_pixels``: the
+    pipeline's memory bound for its cost model (None: its default; 0: tiles only).
     """
     ctx = mp.get_context("spawn")
     opts = {"tile": tile, "overlap": overlap, "coarse_size": coarse_size, "batch_size": batch_size}
+    if full_max_pixels is not None:
+        opts["full_max_pixels"] = full_max_pixels
     rows = []
     for size in sizes:
         size_t = _parse_size(size)
@@ -209,6 +245,7 @@ def measure_highres(
                 group.append(
                     {
                         "image": Path(image_path).name,
+                        "hole": hole,
                         "mode": mode,
                         "size": f"{size_t[1]}x{size_t[0]}",
                         "ok": False,
@@ -219,7 +256,7 @@ def measure_highres(
             parent, child = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_case,
-                args=(child, engine_factory, str(image_path), size_t, hole_fraction, mode, opts, repeats),
+                args=(child, engine_factory, str(image_path), size_t, hole_fraction, mode, opts, repeats, hole),
             )
             proc.start()
             child.close()
@@ -239,7 +276,7 @@ def measure_highres(
                 why = " (killed: likely out of memory)" if proc.exitcode == -9 else ""
                 result = {"ok": False, "error": f"case process died with exit code {proc.exitcode}{why}"}
             label = f"{size_t[1]}x{size_t[0]}" if size_t else "native"
-            group.append({"image": Path(image_path).name, "mode": mode, "size": label, **result})
+            group.append({"image": Path(image_path).name, "hole": hole, "mode": mode, "size": label, **result})
         full = next((r for r in group if r["mode"] == "full" and r["ok"]), None)
         for r in group:
             if full is not None and r["ok"]:
@@ -270,9 +307,10 @@ def format_table(rows: list[dict]) -> str:
         if not r.get("ok"):
             lines.append(f"| {r['image']} | {size} | {r['mode']} | | failed: {r['error']} | | | | |")
             continue
-        tiles = r.get("plan_tiles", "")
+        tiles = "full frame" if r.get("plan_full_frame") else r.get("plan_tiles", "")
         lines.append(
-            f"| {r['image']} | {size} | {r['mode']} | {100 * r['hole_fraction']:.1f}% | {r['seconds']:.2f} | "
+            f"| {r['image']} | {size} | {r['mode']} | {r.get('hole', 'blob')} {100 * r['hole_fraction']:.1f}% | "
+            f"{r['seconds']:.2f} | "
             f"{r.get('speedup_vs_full', '')} | {r['peak_rss_mib']:.0f} | {r['run_peak_rss_mib'] or ''} | "
             f"{tiles} |"
         )
@@ -292,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="photos (default: ../shared/data/highres/*.jpg, beside the repository)")
     ap.add_argument("--big-size", default="7680x4320", help="large size for tiled / two-stage ('' to skip)")
     ap.add_argument("--full-8k", action="store_true", help="also run full-frame at --big-size (many GiB)")
-    ap.add_argument("--hole", type=float, default=0.05, help="hole fraction of the image area")
+    ap.add_argument("--hole", type=float, default=0.05, help="hole fraction of the blob hole")
+    ap.add_argument("--holes", nargs="+", choices=tuple(HOLES), default=list(HOLES),
+                    help="hole patterns: one compact blob, and/or small holes scattered over the frame")
+    ap.add_argument("--scattered", type=float, default=0.166, help="hole fraction of the scattered holes")
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--overlap", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
@@ -307,14 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "onnxruntime" and weights.suffix != ".onnx":
         weights = onnx_for(weights)
     factory = EngineFactory(args.engine, str(weights), threads=args.threads)
-    common = dict(hole_fraction=args.hole, tile=args.tile, overlap=args.overlap, repeats=args.repeats)
+    common = dict(tile=args.tile, overlap=args.overlap, repeats=args.repeats)
+    fractions = {"blob": args.hole, "scattered": args.scattered}
     rows = []
-    for img in images:
-        rows += measure_highres(factory, img, [None], **common)
+    for hole in args.holes:
+        for img in images:
+            rows += measure_highres(factory, img, [None], fractions[hole], args.modes, hole=hole, **common)
     if args.big_size:
-        modes = MODES if args.full_8k else ("tiled", "two-stage")
+        modes = [m for m in args.modes if args.full_8k or m != "full"]
         rows += measure_highres(
-            factory, images[0], [args.big_size], modes=modes, max_full_pixels=None, **common
+            factory, images[0], [args.big_size], args.hole, modes, max_full_pixels=None, **common
         )
     print(
         f"engine {args.engine} ({weights.name}), {args.threads} threads, tile {args.tile}, "

@@ -166,11 +166,11 @@ def test_tiled_equals_full_frame_where_the_receptive_field_fits(local_engine):
     assert plan.info["regions"] == 4 and plan.info["big_regions"] == 0, plan.info
     assert all(t.window.y0 % 8 == 0 and t.window.x0 % 8 == 0 for t in plan.tiles)
     full = run(local_engine, image, mask, "full")
-    tiled = run(local_engine, image, mask, "tiled", tile=256, overlap=32, margin=margin)
+    tiled = run(local_engine, image, mask, "tiled", tile=256, overlap=32, margin=margin, full_max_pixels=0)
     assert known_equal(tiled, image, mask)
     err = float(np.abs(tiled - full).max())
     assert err <= 1e-5
-    small = run(local_engine, image, mask, "tiled", tile=64, overlap=0, margin=8)
+    small = run(local_engine, image, mask, "tiled", tile=64, overlap=0, margin=8, full_max_pixels=0)
     assert np.abs(small - full).max() > max(20 * err, 1e-5)  # the comparison above is not vacuous
 
 
@@ -179,7 +179,7 @@ def test_known_pixels_bit_exact_and_holes_filled(tiny_model):
     mask = hole_mask((200, 360), (30, 170, 40, 300), (190, 200, 350, 360), (5, 6, 5, 6))
     engine = TorchEngine(tiny_model)
     for mode in ("tiled", "two-stage"):
-        out = run(engine, image, mask, mode, tile=128, overlap=16, coarse_size=96)
+        out = run(engine, image, mask, mode, tile=128, overlap=16, coarse_size=96, full_max_pixels=0)
         assert out.shape == image.shape and out.dtype == np.float32 and np.isfinite(out).all()
         assert known_equal(out, image, mask), mode
         assert not np.array_equal(out, image)
@@ -197,7 +197,7 @@ def test_one_pixel_mask(local_engine):
     image = photo(150, 220)
     mask = hole_mask((150, 220), (77, 78, 101, 102))
     rec = Recorder(local_engine)
-    tiled = run(rec, image, mask, "tiled", tile=256, overlap=32, margin=96)
+    tiled = run(rec, image, mask, "tiled", tile=256, overlap=32, margin=96, full_max_pixels=0)
     assert len(rec.calls) == 1 and rec.calls[0][0].shape == (1, 3, 150, 220)  # image < tile: one tile
     assert np.array_equal(tiled, run(local_engine, image, mask, "full"))
     diff = np.abs(tiled - image).max(axis=(0, 1)) > 0
@@ -212,7 +212,7 @@ def test_odd_sizes_and_holes_touching_every_border():
     engine = Recorder(TeleaEngine())
     for mode in ("tiled", "two-stage"):
         engine.calls.clear()
-        out = run(engine, image, mask, mode, tile=128, overlap=16)
+        out = run(engine, image, mask, mode, tile=128, overlap=16, full_max_pixels=0)
         assert known_equal(out, image, mask) and np.isfinite(out).all()
         assert np.abs(out - image)[np.broadcast_to(mask > 0.5, image.shape)].mean() > 0.01
         # every engine input fits a tile (+7 px of alignment slack), but the coarse pass of tiled mode
@@ -233,7 +233,7 @@ def test_hole_spanning_several_tiles():
     hole = mask[0, 0] > 0.5
     assert np.allclose(wsum[hole], 1.0, atol=1e-5)
     engine = Recorder(TeleaEngine())
-    out = run(engine, image, mask, "tiled", tile=192, overlap=32, margin=32, coarse_size=128)
+    out = run(engine, image, mask, "tiled", tile=192, overlap=32, margin=32, coarse_size=128, full_max_pixels=0)
     coarse = engine.calls[0][0]
     assert max(coarse.shape[2:]) <= 192 and coarse.shape[3] < 300  # hole's long side 430 -> ~128
     assert sum(len(x) for x, _ in engine.calls[1:]) == plan.info["tiles"]
@@ -288,10 +288,10 @@ def test_seams_are_invisible_on_a_real_photo():
     mask = hole_mask((320, 512), (60, 250, 40, 470))
     plan = plan_tiles(mask[0, 0] > 0.5, 192, 32, 32)
     for engine in (TeleaEngine(zero_holes=False), TeleaEngine(zero_holes=True)):
-        out = run(engine, image, mask, "tiled", tile=192, overlap=32, margin=32)
+        out = run(engine, image, mask, "tiled", tile=192, overlap=32, margin=32, full_max_pixels=0)
         for peak, mean in seam_scores(out, mask, plan):
             assert peak <= 1.1 and mean <= 1.3, (engine.zero_holes, peak, mean)
-    hard = run(TeleaEngine(zero_holes=False), image, mask, "tiled", tile=192, overlap=0, margin=32)
+    hard = run(TeleaEngine(zero_holes=False), image, mask, "tiled", tile=192, overlap=0, margin=32, full_max_pixels=0)
     assert max(p for p, _ in seam_scores(hard, mask, plan_tiles(mask[0, 0] > 0.5, 192, 0, 32))) > 3
 
 
@@ -345,7 +345,7 @@ def test_every_hole_pixel_is_written_for_random_masks(seed):
     image = rng.random((1, 3, h, w), dtype=np.float32)
     m = mask[None, None].astype(np.float32)
     for mode in ("tiled", "two-stage"):
-        out = run(ConstEngine(), image, m, mode, tile=128, overlap=16, coarse_size=32)
+        out = run(ConstEngine(), image, m, mode, tile=128, overlap=16, coarse_size=32, full_max_pixels=0)
         hole = np.broadcast_to(m > 0.5, out.shape)
         assert np.allclose(out[hole], 0.75, atol=1e-5), mode
         assert known_equal(out, image, m)
@@ -357,7 +357,7 @@ def test_memory_is_bounded_by_the_tile_batch():
     image[..., ::7, :] = 0.2
     mask = hole_mask((1200, 2000), (100, 1100, 100, 1900))
     engine = Recorder(FlatEngine())
-    out = run(engine, image, mask, "tiled", tile=256, overlap=32, batch_size=3)
+    out = run(engine, image, mask, "tiled", tile=256, overlap=32, batch_size=3, full_max_pixels=0)
     assert len(engine.calls) > 10
     for x, _ in engine.calls:
         assert x.shape[0] <= 3 and x.shape[2] <= 256 + 7 and x.shape[3] <= 256 + 7
@@ -368,17 +368,18 @@ def test_batch_size_does_not_change_the_result(tiny_model):
     image = photo(240, 400)
     mask = hole_mask((240, 400), (40, 200, 30, 370))
     engine = TorchEngine(tiny_model)
-    one = run(engine, image, mask, "tiled", tile=128, overlap=16, batch_size=1)
-    four = run(engine, image, mask, "tiled", tile=128, overlap=16, batch_size=4)
+    one = run(engine, image, mask, "tiled", tile=128, overlap=16, batch_size=1, full_max_pixels=0)
+    four = run(engine, image, mask, "tiled", tile=128, overlap=16, batch_size=4, full_max_pixels=0)
     assert np.abs(one - four).max() <= 1e-5
 
 
 def test_nchw_batches_are_processed_per_image():
     image = np.concatenate([photo(120, 200), photo(120, 200)[..., ::-1].copy()])
     mask = np.concatenate([hole_mask((120, 200), (30, 60, 40, 90)), np.zeros((1, 1, 120, 200), np.float32)])
-    out = run(TeleaEngine(), image, mask, "tiled", tile=128, overlap=16)
+    out = run(TeleaEngine(), image, mask, "tiled", tile=128, overlap=16, full_max_pixels=0)
     assert np.array_equal(out[1], image[1])
-    assert np.array_equal(out[:1], run(TeleaEngine(), image[:1], mask[:1], "tiled", tile=128, overlap=16))
+    one = run(TeleaEngine(), image[:1], mask[:1], "tiled", tile=128, overlap=16, full_max_pixels=0)
+    assert np.array_equal(out[:1], one)
 
 
 def test_coarse_fill_sampling_matches_bilinear_resize_in_any_window():
@@ -413,7 +414,7 @@ def test_bad_options_are_one_line_input_errors():
 def test_progress_bar_counts_tiles(capsys):
     image = photo(320, 512)
     mask = hole_mask((320, 512), (60, 250, 40, 470))
-    run(TeleaEngine(), image, mask, "tiled", tile=192, overlap=32, margin=32, progress=True)
+    run(TeleaEngine(), image, mask, "tiled", tile=192, overlap=32, margin=32, progress=True, full_max_pixels=0)
     err = capsys.readouterr().err
     n = 1 + plan_tiles(mask[0, 0] > 0.5, 192, 32, 32).info["tiles"]  # coarse pass + tiles
     assert f"{n}/{n} [" in err and "tile/s" in err
@@ -452,7 +453,7 @@ def test_two_stage_refine_is_tiled_on_large_images_and_one_model_serves_both():
     image = photo(320, 512)
     mask = hole_mask((320, 512), (60, 250, 40, 470))
     engine = Recorder(TeleaEngine())
-    out = run(engine, image, mask, "two-stage", coarse_size=64, tile=192, overlap=32, margin=32)
+    out = run(engine, image, mask, "two-stage", coarse_size=64, tile=192, overlap=32, margin=32, full_max_pixels=0)
     (x0, _m0), tiles = engine.calls[0], engine.calls[1:]
     assert min(x0.shape[2:]) == 64
     assert tiles and all(x.shape[2] <= 199 and x.shape[3] <= 199 for x, _ in tiles)
@@ -504,7 +505,7 @@ def test_onnxruntime_matches_torch_in_tiled_and_two_stage(tiny_onnx, tiny_model)
     mask = hole_mask((200, 330), (20, 180, 30, 300), (195, 200, 0, 9))
     ort, ref = OnnxEngine(tiny_onnx, threads=2), TorchEngine(tiny_model)
     for mode in ("tiled", "two-stage"):
-        a = run(ort, image, mask, mode, tile=128, overlap=16, coarse_size=64)
-        b = run(ref, image, mask, mode, tile=128, overlap=16, coarse_size=64)
+        a = run(ort, image, mask, mode, tile=128, overlap=16, coarse_size=64, full_max_pixels=0)
+        b = run(ref, image, mask, mode, tile=128, overlap=16, coarse_size=64, full_max_pixels=0)
         assert known_equal(a, image, mask)
         assert np.abs(a - b).max() <= 1e-4, mode

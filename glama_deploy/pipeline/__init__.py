@@ -27,13 +27,19 @@ def run(
     progress: bool = False,
     margin: int | None = None,
     batch_size: int = 1,
+    full_max_pixels: int | None = None,
+    coarse_rule: str | None = None,
 ) -> np.ndarray:
     """Inpaint NCHW ``image`` / ``mask`` with ``engine`` in the given mode; returns NCHW float32.
 
     ``tile``/``overlap``/``margin``: tile side, blend width between tiles of one big hole, context
     kept around holes (default tile // 8). ``batch_size``: tiles per engine call. ``coarse_size``:
     resolution of coarse passes. ``refine_engine``: the second-stage model (two-stage) and the
-    refiner of big holes (tiled); default ``engine``. Known pixels are returned bit-exactly.
+    refiner of big holes (tiled); default ``engine``. ``full_max_pixels``: tiled/two-stage merge
+    tiles or run one full-frame pass when that processes fewer pixels, never creating an engine
+    input above this many pixels (default 4096 x 4096; 0 = tiles only, see :mod:`.cost`).
+    ``coarse_rule``: which low-res pixels of a coarse pass are holes (default "known", see
+    :func:`.scaling.downscale`). Known pixels are returned bit-exactly.
     """
     if getattr(engine, "is_pipeline", False):
         # a server-side pipeline (Triton glama_pipeline) tiles itself: send the whole image once
@@ -49,6 +55,10 @@ def run(
         batch_size=batch_size,
         progress=progress,
     )
+    if full_max_pixels is not None:
+        opts["full_max_pixels"] = full_max_pixels
+    if coarse_rule is not None:
+        opts["coarse_rule"] = coarse_rule
     if mode == "tiled":
         from .tiling import for_each_image, inpaint_tiled
 

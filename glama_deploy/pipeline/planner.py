@@ -8,6 +8,7 @@ import math
 import cv2
 import numpy as np
 
+from .cost import choose_plan
 from .layout import ALIGN, CELL, Plan, Rect, Region, Tile, _owned
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,18 @@ def _union(a: Rect, b: Rect) -> Rect:
     return Rect(min(a.y0, b.y0), max(a.y1, b.y1), min(a.x0, b.x0), max(a.x1, b.x1))
 
 
-def plan_tiles(hole: np.ndarray, tile: int = 512, overlap: int = 64, margin: int | None = None) -> Plan:
-    """Cut one image's hole mask (H, W bool) into regions and tiles (see the module docstring)."""
+def plan_tiles(
+    hole: np.ndarray,
+    tile: int = 512,
+    overlap: int = 64,
+    margin: int | None = None,
+    *,
+    coarse_size: int = 256,
+    full_max_pixels: int = 0,
+) -> Plan:
+    """Cut one image's hole mask (H, W bool) into regions and tiles (see :mod:`.tiling`), then
+    apply the cost model of :mod:`.cost`: tiles merged, or one full-frame pass when that processes
+    fewer pixels and the frame has at most ``full_max_pixels`` (0: plain tiles, nothing merged)."""
     margin = default_margin(tile, overlap) if margin is None else margin
     h, w = hole.shape
     grid = _cell_grid(hole)
@@ -199,4 +210,5 @@ def plan_tiles(hole: np.ndarray, tile: int = 512, overlap: int = 64, margin: int
         "tiles": len(tiles),
         "tile_pixels": int(sum(t.window.area for t in tiles)),
     }
-    return Plan((h, w), regions, tiles, cell_region, tile, overlap, margin, info)
+    plan = Plan((h, w), regions, tiles, cell_region, tile, overlap, margin, info)
+    return choose_plan(plan, hole, coarse_size, full_max_pixels)

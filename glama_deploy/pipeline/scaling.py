@@ -38,15 +38,39 @@ def _lerp_axis(
     return i0, np.minimum(i0 + 1, small - 1), (pos - i0).astype(np.float32)
 
 
+COARSE_RULES = ("any", "majority", "known")
+COARSE_RULE = "known"  # chosen by measurement: benchmarks/results/pipeline-quality.md
+
+
 def downscale(
-    image: np.ndarray, mask: np.ndarray, rect: Rect, size: tuple[int, int]
+    image: np.ndarray, mask: np.ndarray, rect: Rect, size: tuple[int, int], rule: str = COARSE_RULE
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Area-downscale image (3,H,W) and mask (H,W) over ``rect`` to ``size`` = (h, w). A low-res
-    pixel touching any hole is a hole, so low-res known pixels hold known content only."""
+    """Area-downscale image (3,H,W) and mask (H,W) over ``rect`` to ``size`` = (h, w).
+
+    A low-res pixel averages a cell of hole fraction f. ``rule`` says which become holes:
+    ``"any"`` f > 0 (hides everything under fine masks: 1024 -> 256 turns Nearest-Neighbour masks
+    into 100% hole), ``"majority"`` f > 0.5, ``"known"`` f = 1. Known low-res pixels of the latter
+    two hold the average of the cell's *known* pixels only (normalized convolution), so no hole
+    content ever leaks in.
+    """
+    if rule not in COARSE_RULES:
+        raise ValueError(f"rule must be one of {COARSE_RULES}, got {rule!r}")
     hs, ws = size
     sl = rect.slices()
+
+    def area(a: np.ndarray) -> np.ndarray:
+        return cv2.resize(np.ascontiguousarray(a, dtype=np.float32), (ws, hs), interpolation=cv2.INTER_AREA)
+
+    frac = area(mask[sl] > 0.5)
     img = np.empty((1, 3, hs, ws), np.float32)
+    if rule == "any":
+        for c in range(3):
+            img[0, c] = area(image[c][sl])
+        return img, (frac > 0)[None, None].astype(np.float32)
+    known = (mask[sl] <= 0.5).astype(np.float32)
+    kfrac = 1.0 - frac
+    safe = np.maximum(kfrac, 1e-6)
     for c in range(3):
-        img[0, c] = cv2.resize(np.ascontiguousarray(image[c][sl]), (ws, hs), interpolation=cv2.INTER_AREA)
-    m = cv2.resize(np.ascontiguousarray(mask[sl], dtype=np.float32), (ws, hs), interpolation=cv2.INTER_AREA)
-    return img, (m > 0)[None, None].astype(np.float32)
+        img[0, c] = np.where(kfrac > 1e-6, area(image[c][sl] * known) / safe, 0.0)
+    hole = frac > 0.5 if rule == "majority" else kfrac <= 1e-6
+    return img, hole[None, None].astype(np.float32)

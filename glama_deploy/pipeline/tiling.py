@@ -50,10 +50,11 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from .blend import ramp_weights
+from .cost import FULL_MAX_PIXELS, coarse_geometry
 from .layout import ALIGN, CELL, Plan, Rect, Region, Tile
 from .planner import check_options, default_margin, plan_tiles, refine_ring
 from .probe import sees_hole_content
-from .scaling import CoarseFill, downscale
+from .scaling import COARSE_RULE, CoarseFill, downscale
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +113,18 @@ def inpaint_tiled(
     out: np.ndarray | None = None,
     plan: Plan | None = None,
     desc: str = "tiles",
+    full_max_pixels: int = FULL_MAX_PIXELS,
+    coarse_rule: str = COARSE_RULE,
 ) -> np.ndarray:
     """Tiled inpainting of one image: ``image`` (3,H,W) float32, ``mask`` (H,W); returns (3,H,W).
 
     ``fill`` (two-stage): a coarse prediction of the whole image; every tile then runs on
     ``refine_engine`` (default ``engine``) with the fill in the holes. Without it, big regions get
     their own coarse pass on ``engine`` and refine on ``refine_engine or engine``.
-    ``out``: array to write into (default: a copy of ``image``).
+    ``out``: array to write into (default: a copy of ``image``). ``full_max_pixels``: the
+    memory bound of the cost model (:mod:`.cost`): tiles are merged, or the whole frame is run in
+    one pass, when that processes fewer pixels and no engine input exceeds this many pixels.
+    ``coarse_rule``: which low-resolution pixels of a coarse pass are holes (:func:`downscale`).
     """
     overlap, margin = check_options(tile, overlap, margin, batch_size, coarse_size)
     hole = mask > 0.5
@@ -126,7 +132,9 @@ def inpaint_tiled(
         out = np.array(image, dtype=np.float32, copy=True)
     if not hole.any():
         return out
-    plan = plan or plan_tiles(hole, tile, overlap, margin)
+    plan = plan or plan_tiles(
+        hole, tile, overlap, margin, coarse_size=coarse_size, full_max_pixels=full_max_pixels
+    )
     refiner = refine_engine or engine
     regions = plan.regions
     log.debug("tiling %dx%d: %s", *hole.shape, plan.info)
@@ -135,7 +143,7 @@ def inpaint_tiled(
     bar = _progress(len(coarse_jobs) + len(plan.tiles), progress, desc)
     fills: dict[int, CoarseFill] = {}
     for reg in coarse_jobs:  # one low-resolution pass per big region
-        fills[reg.index] = _region_coarse(engine, image, mask, reg.bbox, plan, coarse_size)
+        fills[reg.index] = _region_coarse(engine, image, mask, reg.bbox, plan, coarse_size, coarse_rule)
         bar.update(1)
 
     needs_fill = any(t.refine for t in plan.tiles) or fill is not None
@@ -197,17 +205,13 @@ def inpaint_tiled(
 
 
 def _region_coarse(
-    engine, image: np.ndarray, mask: np.ndarray, b: Rect, plan: Plan, coarse_size: int
+    engine, image: np.ndarray, mask: np.ndarray, b: Rect, plan: Plan, coarse_size: int, rule: str = COARSE_RULE
 ) -> CoarseFill:
     """Run a big region once at reduced resolution: hole bbox + context (a quarter of the hole's
     long side, at least the margin), scaled so the hole's long side is ``coarse_size`` and the
     whole crop fits into one tile."""
-    h, w = plan.shape
-    ctx = max(plan.margin, max(b.h, b.w) // 4)
-    rect = Rect(max(0, b.y0 - ctx), min(h, b.y1 + ctx), max(0, b.x0 - ctx), min(w, b.x1 + ctx))
-    scale = min(1.0, coarse_size / max(b.h, b.w), plan.tile / max(rect.h, rect.w))
-    size = (max(8, round(rect.h * scale)), max(8, round(rect.w * scale)))
-    img, m = downscale(image, mask, rect, size)
+    rect, size = coarse_geometry(b, plan.shape, plan.margin, plan.tile, coarse_size)
+    img, m = downscale(image, mask, rect, size, rule)
     return CoarseFill(rect, engine(img, m)[0])
 
 
