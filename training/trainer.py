@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from glama_deploy.errors import InputError
@@ -59,6 +58,7 @@ from training.distributed import (
     state_checksum,
 )
 from training.metrics import hole_psnr_batch, psnr_batch
+from training.refine import coarse_fill
 from training.reporting import float_logs, image_grid, loss_terms, perceptual_note, val_record
 
 log = logging.getLogger("training.train")
@@ -69,18 +69,6 @@ def make_policy(spec):
     from training.masks import make_policy as _make
 
     return _make(spec)
-
-
-@torch.no_grad()
-def coarse_fill(coarse: Generator, image: torch.Tensor, mask: torch.Tensor, factor: int) -> torch.Tensor:
-    """Refine-mode input: run the frozen coarse generator at 1/``factor`` resolution, upsample its
-    composite bilinearly and put it into the holes (known pixels stay the original image)."""
-    small = F.interpolate(image, scale_factor=1 / factor, mode="area")
-    small_mask = (F.max_pool2d(mask, factor) > 0.5).float()  # a block with any hole pixel is a hole
-    pred = coarse(small, small_mask).float()
-    comp = small_mask * pred + (1 - small_mask) * small
-    up = F.interpolate(comp, size=image.shape[-2:], mode="bilinear", align_corners=False)
-    return mask * up + (1 - mask) * image
 
 
 # ---------------------------------------------------------------------------------- trainer
