@@ -419,6 +419,25 @@ def test_init_weights_fine_tunes_from_our_weights_and_official_checkpoints(photo
         Trainer(small_cfg(photos, tmp_path / "d", steps=0, extra=[f"model.init_weights={other}"]))
 
 
+def test_refine_coarse_input_is_the_pipelines_known_pixel_rule():
+    """Refine training feeds the coarse model what the pipeline's coarse pass feeds it: a
+    Nearest-Neighbour mask (~90% hole) keeps every low-res pixel known (the old any-hole rule made
+    it 100% hole), with the mean of each cell's known pixels, equal to the pipeline's downscale."""
+    from glama_deploy.pipeline.layout import Rect
+    from glama_deploy.pipeline.scaling import downscale
+    from training.masks import MASK_TYPES
+    from training.refine import downscale_known
+
+    img = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    m = MASK_TYPES["nearest_neighbor"]()(256, 256, np.random.default_rng(0))
+    mask = torch.from_numpy(m.astype(np.float32))[None, None]
+    assert mask.mean() > 0.8
+    small, small_mask = downscale_known(img, mask, 4)
+    ref, ref_mask = downscale(img[0].numpy(), m.astype(np.float32), Rect(0, 256, 0, 256), (64, 64))
+    assert small_mask.sum() == 0 and np.array_equal(small_mask.numpy(), ref_mask)
+    assert np.allclose(small.numpy(), ref, atol=1e-5)
+
+
 def test_refine_mode_trains_on_coarse_fill(photos, tmp_path):
     from glama_deploy.model import Generator
     from glama_deploy.model.weights import load_generator, save_weights
