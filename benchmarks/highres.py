@@ -7,9 +7,9 @@ kernel's high-water mark of that process: engine, input image, mask, output and 
 is not polluted by other cases. Two hole patterns (``--holes``): one irregular blob covering
 ``--hole`` of the image (an object to remove), and small ellipses scattered over the whole frame
 covering ``--scattered`` (16.6%), where tiles would cover more than the frame and the tiler's cost
-model must pick one full-frame pass (the ``tiles`` column says which plan ran). Default run: every mode at each photo's own size, then tiled and
-two-stage at 7680x4320 (the photo upscaled); full-frame at 8K only with ``--full-8k`` (it needs
-many GiB).
+model must pick one full-frame pass (the ``tiles`` column says which plan ran). Default run:
+every mode at each photo's own size, then tiled and two-stage at 7680x4320 (the photo upscaled);
+full-frame at 8K only with ``--full-8k`` (it needs many GiB).
 """
 
 from __future__ import annotations
@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="hole patterns: one compact blob, and/or small holes scattered over the frame")
     ap.add_argument("--scattered", type=float, default=0.166, help="hole fraction of the scattered holes")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--full-max-pixels", type=int, default=None,
+                    help="the pipeline's memory bound for merged tiles / one full-frame pass (0 = tiles only)")
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--overlap", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
@@ -349,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "onnxruntime" and weights.suffix != ".onnx":
         weights = onnx_for(weights)
     factory = EngineFactory(args.engine, str(weights), threads=args.threads)
-    common = dict(tile=args.tile, overlap=args.overlap, repeats=args.repeats)
+    common = dict(tile=args.tile, overlap=args.overlap, repeats=args.repeats, full_max_pixels=args.full_max_pixels)
     fractions = {"blob": args.hole, "scattered": args.scattered}
     rows = []
     for hole in args.holes:

@@ -2,7 +2,9 @@
 
 ``full``       the engine on the whole image (its memory grows with the image: fine up to ~2K).
 ``tiled``      mask-aware tiles around the holes only; big holes get a low-resolution coarse pass
-               first (:mod:`.tiling`). Memory is bounded by the tile batch.
+               first (:mod:`.tiling`). A cost model in pixels merges tiles, or runs the whole
+               frame once when tiles would cost more (:mod:`.cost`). Memory is bounded by the
+               tile batch, or by ``full_max_pixels`` when tiles merge / the frame runs whole.
 ``two-stage``  GLaMa's coarse (short side ``coarse_size``) + refine at full resolution, the refine
                stage tiled when the image is larger than a tile (:mod:`.two_stage`).
 """

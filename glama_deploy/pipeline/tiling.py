@@ -28,12 +28,22 @@ How an image is cut (all positions are deterministic functions of the mask and t
 
    Core predictions are blended with raised-cosine weights that form a partition of unity across
    each overlap; only the region's hole pixels are ever written.
-4. Known pixels are copied from the input, bit-exactly.
+4. **Cost model** (:mod:`.cost`): the plan's cost is the pixels the engine processes (tile
+   windows padded to the engine's multiple, plus the coarse passes). Context-only tiles are merged
+   while the union window costs no more than the two; if the plan still costs at least one
+   full-frame pass and the frame has at most ``full_max_pixels`` (the memory bound, default
+   4096 x 4096), the whole frame runs in one pass instead (scattered holes: 30 tiles of a 2560x1600
+   photo cost 2x the frame). ``full_max_pixels=0`` keeps the tiles.
+5. Known pixels are copied from the input, bit-exactly.
+
+Coarse passes (big regions here, the whole image in two-stage mode) downscale with
+:func:`.scaling.downscale`: a low-res pixel is a hole only where its whole cell is hole, and the
+known ones hold the mean of their cell's known pixels, so fine masks keep their known content.
 
 Memory: apart from the output array (one copy of the input), the working set is one batch of
-tiles, the low-resolution coarse images and a one-channel weight sum over each big region's bbox.
-Nothing image-sized in float is created. Tiles go to the engine in batches of ``batch_size``,
-grouped by shape.
+tiles (or one merged window / the frame, never above ``full_max_pixels``), the low-resolution
+coarse images and a one-channel weight sum over each big region's bbox. Tiles go to the engine in
+batches of ``batch_size``, grouped by shape.
 
 Equivalence with full-frame inference: tile origins lie on multiples of 8 (the network's total
 stride) and a tile that reaches the right/bottom image edge ends exactly there (same padding as
