@@ -25,6 +25,8 @@ TENSORRT_SUPPORTED_OPS = frozenset({
     # (half_pixel), ReduceSum over H/W, Clip, Log (the base fill's logit); checked with the
     # TensorRT-RTX parser in tests/test_tensorrt.py
     "AveragePool", "Clip", "Log", "ReduceSum", "Resize",
+    # the int8 QDQ model (export/quantize.py): explicit quantization, int8 symmetric (zero point 0)
+    "QuantizeLinear", "DequantizeLinear",
 })
 FORBIDDEN_OPS = frozenset({"DFT", "STFT"})
 

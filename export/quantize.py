@@ -1,0 +1,267 @@
+"""int8 QDQ ONNX from the exported generator: one file for onnxruntime-CPU (VNNI) and TensorRT.
+
+    python -m export.quantize glama.onnx -o glama.int8.onnx [--photos DIR ...] [--calib 16]
+                              [--size 256] [--method minmax] [--exclude NODE ...] [--json]
+
+Recipe (the defaults; measured in benchmarks/results/precision_quality.md):
+  - static quantization, QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized
+    op), so TensorRT builds it with explicit quantization and onnxruntime fuses it to int8 kernels;
+  - Conv, and the Relu and Add between convs inside the FFC blocks (int8 from conv to conv: with
+    Conv alone, each conv's output is dequantized for a float Add/Relu and requantized, and
+    onnxruntime-CPU was 1.5x instead of 2.4x the fp32 graph at 512); ConvTranspose stays float
+    (onnxruntime has no int8 kernel for it; --conv-transpose to try); weights int8 per output
+    channel, symmetric; biases float (TensorRT's parser refuses an int32 DequantizeLinear;
+    onnxruntime quantizes them itself when it fuses QLinearConv); activations int8 *symmetric*
+    (zero point 0): TensorRT's explicit quantization accepts nothing else. onnxruntime-CPU runs
+    S8S8 convolutions slowly on x86, so :class:`glama_deploy.engines.onnx_.OnnxEngine` shifts the
+    activations to uint8 with zero point 128 at load (same grid, same file); ``--asymmetric``
+    writes a CPU-only file (uint8 activations with zero points) instead;
+  - kept float: the whole FourierUnit (DFT-as-matmul basis, MatMuls, spectral 1x1 conv) and the
+    prefill pyramid, selected by :func:`export.precision.select_fp32_nodes` exactly as the fp16
+    TensorRT export keeps them in fp32; the generator's own output ops (the logit sum of prefill
+    models); plus ``--exclude`` nodes (and the last conv with ``--keep-last``);
+  - calibration: training photos (never the held-out ones) cut to ``--size`` squares, each with a
+    General Mask hole (the seven NTIRE types in turn, seeded), MinMax ranges by default.
+The recipe and the calibration set are written into the model's metadata (``quantization``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_CONFIG = ROOT / "training" / "configs" / "glama-small.yaml"
+METHODS = ("minmax", "entropy", "percentile")
+OP_TYPES = ("Conv", "Relu", "Add")
+# element-wise ops quantized only inside these modules (scope metadata of the exporter)
+ELEMENTWISE_SCOPE = "glama_deploy.model.ffc."
+METADATA_KEY = "quantization"
+
+
+class QuantizeError(ValueError):
+    """Bad input to the quantizer (message names the file or option)."""
+
+
+# ----------------------------------------------------------------------------- photos + masks
+def photo_split(config: str | os.PathLike = DATA_CONFIG) -> tuple[list[Path], list[Path]]:
+    """(training photos, held-out photos) of a training config: calibration uses the first, quality
+    is measured on the second; the config's test photos (``data.exclude``) are in neither."""
+    from training.config import load_config
+    from training.data import find_images, split_holdout
+
+    cfg = load_config(config)
+    roots = [r if Path(r).is_absolute() else str(ROOT / r) for r in cfg.data.root]
+    paths = find_images(roots)
+    if cfg.data.exclude:
+        paths, _ = split_holdout(paths, roots, cfg.data.exclude)
+    return split_holdout(paths, roots, cfg.data.holdout)
+
+
+def square_crop(path: Path, size: int) -> np.ndarray:
+    """(1,3,size,size) float32 in [0,1]: the photo's short side resized to ``size``, centre crop."""
+    import cv2
+
+    from training.data import read_rgb_u8
+
+    img = read_rgb_u8(Path(path))
+    h, w = img.shape[:2]
+    k = size / min(h, w)
+    img = cv2.resize(img, (max(size, round(w * k)), max(size, round(h * k))),
+                     interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
+    h, w = img.shape[:2]
+    y, x = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(img[y:y + size, x:x + size].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+
+
+def general_mask(kind: int, size: int, seed: Sequence[int]) -> np.ndarray:
+    """(1,1,size,size) float32 hole (1) of the ``kind``-th General Mask type, drawn from ``seed``."""
+    from training.masks import MASK_TYPES
+
+    gen = list(MASK_TYPES.values())[kind % len(MASK_TYPES)]()
+    return gen(size, size, np.random.default_rng(list(seed)))[None, None].astype(np.float32)
+
+
+def calibration_feeds(photos: Sequence[Path], n: int, size: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """``n`` feeds {image, mask}: photos in turn (sorted), mask types in turn, seeded per index."""
+    photos = sorted(photos)
+    if not photos:
+        raise QuantizeError("no calibration photos")
+    return [{"image": square_crop(photos[i % len(photos)], size), "mask": general_mask(i, size, (seed, i))}
+            for i in range(n)]
+
+
+class FeedReader:
+    """onnxruntime CalibrationDataReader over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = feeds
+        self._it: Iterator = iter(feeds)
+
+    def get_next(self) -> dict | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self.feeds)
+
+
+# ----------------------------------------------------------------------------- node selection
+def excluded_nodes(model, extra: Sequence[str] = (), keep_last: bool = False) -> dict[str, str]:
+    """Node name -> why it stays float: the fp16 export's fp32 selection (FourierUnit, prefill;
+    norms are not quantized anyway), ``extra`` names, and with ``keep_last`` the last conv."""
+    from export.precision import node_infos, select_fp32_nodes
+
+    nodes = node_infos(model)
+    out = select_fp32_nodes(nodes, keep_norm=False)
+    names = {n.name for n in nodes}
+    unknown = [e for e in extra if e not in names]
+    if unknown:
+        raise QuantizeError(f"--exclude: no node named {unknown[0]!r} in the model")
+    out.update({e: "excluded" for e in extra})
+    for n in nodes:  # Add/Relu outside the FFC blocks: the generator's output arithmetic stays float
+        if n.op_type in ("Add", "Relu") and n.scope and ELEMENTWISE_SCOPE not in n.scope and n.name not in out:
+            out[n.name] = "output"
+    if keep_last:
+        convs = [n.name for n in nodes if n.op_type in ("Conv", "ConvTranspose")]
+        if convs:
+            out[convs[-1]] = "last-conv"
+    return out
+
+
+def quantized_ops(model) -> dict[str, int]:
+    """Op histogram of the float ops that read a DequantizeLinear output (what runs in int8)."""
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    hist: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and n.input and \
+                producer.get(n.input[0]) == "DequantizeLinear":
+            hist[n.op_type] = hist.get(n.op_type, 0) + 1
+    return hist
+
+
+# ----------------------------------------------------------------------------- quantize
+def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, *, photos: Sequence[Path] | None = None,
+                  calib: int = 16, size: int = 256, method: str = "minmax", exclude: Sequence[str] = (),
+                  keep_last: bool = False, conv_transpose: bool = False, seed: int = 0,
+                  symmetric: bool = True) -> dict:
+    """Write the int8 QDQ model for ``src`` to ``out``; returns the recipe (also in the metadata).
+
+    ``symmetric=False``: uint8 activations with a zero point from the calibration range (a Relu
+    output then uses all 256 levels, and Relu folds into the quantization): more accurate and
+    faster on onnxruntime-CPU, but TensorRT refuses non-zero zero points (CPU-only file)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, out = Path(src), Path(out)
+    if not src.is_file():
+        raise QuantizeError(f"{src}: ONNX model not found")
+    if method not in METHODS:
+        raise QuantizeError(f"--method {method!r}: choose from {', '.join(METHODS)}")
+    if calib < 1 or size < 32 or size % 8:
+        raise QuantizeError("need --calib >= 1 and --size a multiple of 8, at least 32")
+    if photos is None:
+        photos = photo_split()[0]
+    t0 = time.perf_counter()
+    feeds = calibration_feeds(photos, calib, size, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        # shape inference + onnxruntime's basic graph optimisations (constant folding, Conv+BN)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        model = onnx.load(str(pre))
+        skip = excluded_nodes(model, exclude, keep_last)
+        ops = list(OP_TYPES) + (["ConvTranspose"] if conv_transpose else [])
+        calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile}[method]
+        qpath = Path(tmp) / out.name
+        quantize_static(str(pre), str(qpath), FeedReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, op_types_to_quantize=ops,
+                        nodes_to_exclude=sorted(skip), calibrate_method=calib_method,
+                        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                                       "QuantizeBias": False})
+        qmodel = onnx.load(str(qpath))
+        reasons: dict[str, int] = {}
+        for r in skip.values():
+            reasons[r] = reasons.get(r, 0) + 1
+        recipe = {
+            "format": "QDQ; int8 weights per output channel (symmetric), float biases; " + (
+                "int8 activations symmetric (zero point 0)" if symmetric else
+                "uint8 activations asymmetric (onnxruntime-CPU only: TensorRT needs zero point 0)"),
+            "op_types": ops, "quantized_ops": quantized_ops(qmodel),
+            "kept_float": reasons, "excluded_extra": list(exclude) + (["last conv"] if keep_last else []),
+            "calibration": {"method": method, "images": calib, "size": size, "seed": seed,
+                            "photos": sorted({Path(p).name for p in sorted(photos)[:calib]}),
+                            "masks": "General Mask types (training.masks.MASK_TYPES) in turn, rng [seed, index]"},
+            "source": src.name, "onnxruntime": __import__("onnxruntime").__version__,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        entry = qmodel.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(recipe)
+        onnx.save_model(qmodel, str(qpath))
+        os.replace(qpath, out)
+    return recipe
+
+
+# ----------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m export.quantize", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("onnx", help="the fp32 export (python -m export.onnx)")
+    ap.add_argument("-o", "--out", help="output path (default: <onnx stem>.int8.onnx beside it)")
+    ap.add_argument("--photos", nargs="+", help="calibration photo folders (default: the training photos of "
+                                                "training/configs/glama-small.yaml, held-out ones left out)")
+    ap.add_argument("--calib", type=int, default=16, help="calibration images (default 16)")
+    ap.add_argument("--size", type=int, default=256, help="calibration crop side (default 256)")
+    ap.add_argument("--method", default="minmax", help=f"calibration: {', '.join(METHODS)} (default minmax)")
+    ap.add_argument("--exclude", nargs="*", default=[], help="more node names to keep float")
+    ap.add_argument("--keep-last", action="store_true", help="keep the last conv float")
+    ap.add_argument("--conv-transpose", action="store_true", help="quantize the ConvTranspose upsamplers too")
+    ap.add_argument("--asymmetric", action="store_true",
+                    help="uint8 activations with zero points: faster and closer on onnxruntime-CPU, refused by "
+                         "TensorRT (default: symmetric int8, one file for both)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print the recipe as JSON")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    out = Path(args.out) if args.out else Path(args.onnx).with_suffix(".int8.onnx")
+    try:
+        photos = None
+        if args.photos:
+            from training.data import DataError, find_images
+
+            try:
+                photos = find_images(args.photos)
+            except DataError as e:
+                raise QuantizeError(str(e)) from None
+        recipe = quantize_onnx(args.onnx, out, photos=photos, calib=args.calib, size=args.size,
+                               method=args.method, exclude=args.exclude, keep_last=args.keep_last,
+                               conv_transpose=args.conv_transpose, seed=args.seed, symmetric=not args.asymmetric)
+    except QuantizeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"out": str(out), **recipe}, indent=2))
+    else:
+        print(f"wrote {out}: int8 {recipe['quantized_ops']}, kept float {recipe['kept_float']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
