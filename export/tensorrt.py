@@ -14,6 +14,10 @@ and its 1x1 conv) and the normalisation layers in fp32:
   ``layer.precision``/``set_output_type`` = fp32 on the selected layers and
   OBEY_PRECISION_CONSTRAINTS so TensorRT must follow them.
 
+``--precision int8`` takes the QDQ model of ``python -m export.quantize`` (explicit quantization:
+the QuantizeLinear/DequantizeLinear pairs decide which layers run in int8; everything else, the
+FourierUnits included, stays fp32). Strongly typed where available, else the INT8 builder flag.
+
 TF32 is off unless ``--tf32``. The plan is the raw serialized engine (no header: Triton's
 ``tensorrt_plan`` backend loads it as is), written atomically; ``<plan>.json`` beside it records
 the profile, precision, fp32 layer count, TensorRT version, GPU and the ONNX's sha256.
@@ -41,7 +45,7 @@ from .precision import LayerInfo, node_infos, select_fp32_layers, select_fp32_no
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TYPINGS = ("auto", "strong", "weak")
 BACKENDS = {"auto": None, "tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx", "tensorrt_rtx": "tensorrt_rtx"}
 DEFAULT_MIN = (1, 256, 256)
@@ -238,7 +242,7 @@ def build_sidecar(*, plan_path: str | os.PathLike, plan_sha256: str, plan_bytes:
 def precision_nodes(model, precision: str, keep_norm: bool = True) -> dict[str, str]:
     """ONNX nodes kept fp32 for ``precision`` (empty for fp32). bf16 also keeps ConvTranspose in
     fp32: TensorRT-RTX 1.7 has no bf16 deconvolution (build fails: cannot infer output types)."""
-    if precision == "fp32":
+    if precision in ("fp32", "int8"):  # int8: the QDQ pairs of the file decide, the rest is fp32
         return {}
     nodes = node_infos(model)
     chosen = select_fp32_nodes(nodes, keep_norm=keep_norm)
@@ -275,8 +279,14 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, *, profil
     onnx_sha = sha256_file(onnx_path)
 
     model = onnx.load(str(onnx_path))
+    qdq = sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    if precision == "int8" and not qdq:
+        raise BuildError(f"{onnx_path}: no QuantizeLinear nodes; --precision int8 takes the QDQ model of "
+                         "`python -m export.quantize`")
+    if precision != "int8" and qdq:
+        raise BuildError(f"{onnx_path}: a QDQ (int8) model; build it with --precision int8")
     fp32_nodes = precision_nodes(model, precision, keep_norm)
-    if precision != "fp32" and typing == "strong":
+    if precision in ("fp16", "bf16") and typing == "strong":
         model = to_mixed_precision(model, fp32_nodes, precision)
     data = model.SerializeToString()
     del model
@@ -319,7 +329,9 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, *, profil
 
     layers = network_layers(network, trt)
     fp32_layer_names = select_fp32_layers(layers, fp32_nodes) if fp32_nodes else []
-    if typing == "weak" and precision != "fp32":
+    if typing == "weak" and precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: the Q/DQ layers set the scales
+    elif typing == "weak" and precision != "fp32":
         config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         wanted = set(fp32_layer_names)

@@ -245,3 +245,36 @@ def test_weak_typing_build_where_available(onnx_model, plans, workdir):
             p = _psnr(weak._run(img, mask), e32._run(img, mask))
             print(f"fp16 (weak typing, layer constraints) vs fp32 {name}: {p:.1f} dB")
             assert p >= 40.0
+
+
+@pytest.fixture(scope="module")
+def int8_plan(onnx_model, workdir) -> Path:
+    """The int8 QDQ model of export.quantize (training photos when ../shared/data is there, else the
+    sample photos) built with --precision int8 (explicit quantization)."""
+    from export.quantize import QuantizeError, photo_split, quantize_onnx
+    from export.tensorrt import build_engine, make_profile
+    from training.data import DataError
+
+    try:
+        photos = photo_split()[0]
+    except (DataError, QuantizeError, OSError):
+        photos = sorted(SAMPLES.glob("*.jpg")) + sorted((ROOT / "tests" / "data").glob("*.jpg"))
+    qdq = workdir / "lama-fourier.int8.onnx"
+    quantize_onnx(onnx_model, qdq, photos=photos)
+    path = workdir / "lama-fourier-int8.plan"
+    meta = build_engine(qdq, path, profile=make_profile(*PROFILE), precision="int8",
+                        timing_cache=workdir / "timing.cache")
+    assert meta["precision"] == "int8"
+    return path
+
+
+def test_int8_plan_psnr_vs_fp32(plans, int8_plan):
+    """int8 (explicit quantization, FourierUnit fp32) against the fp32 plan, inside the hole."""
+    with _engine(plans["fp32"]) as e32, _engine(int8_plan) as e8:
+        for name, img, mask in _photos(512, 512):
+            ref, got = e32(img, mask), e8(img, mask)
+            assert np.isfinite(got).all()
+            hole = np.broadcast_to(mask, img.shape) > 0
+            p = float(10 * np.log10(1.0 / max(np.mean((got[hole] - ref[hole]) ** 2), 1e-20)))
+            print(f"int8 vs fp32 {name}: in-hole PSNR {p:.1f} dB")
+            assert p >= 30.0  # onnxruntime-CPU int8 is ~35 dB on this model (benchmarks/results)
