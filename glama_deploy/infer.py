@@ -123,7 +123,8 @@ def run_one(engine, job: Job, args: argparse.Namespace, refine_engine=None, prog
     else:
         result = run_pipeline(engine, image, mask, mode=args.mode, tile=args.tile, overlap=args.overlap,
                               coarse_size=args.coarse_size, refine_engine=refine_engine, progress=progress,
-                              margin=args.margin, batch_size=args.tile_batch)
+                              margin=args.margin, batch_size=args.tile_batch,
+                              full_max_pixels=args.full_max_pixels)
     seconds = time.perf_counter() - t0
     del image, mask
     write_image(job.out, result[0].transpose(1, 2, 0), loaded.alpha, loaded.bit_depth)
@@ -153,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tile-batch", type=int, default=1,
                     help="tiles per engine call: bounds memory; on a CPU batching buys little, on a GPU use 4-8")
     ap.add_argument("--margin", type=int, help="context around each hole region in tiled mode (default tile/8)")
+    ap.add_argument("--full-max-pixels", type=int,
+                    help="tiled / two-stage: largest engine input when tiles merge or, if tiles would cost more "
+                         "than the frame, the whole frame runs at once (default 4096x4096; 0 = tiles only)")
     ap.add_argument("--coarse-size", type=int, default=256, help="two-stage: short side of the coarse pass")
     ap.add_argument("--refine-weights", help="two-stage: refine model, a file or a name (default: --weights)")
     ap.add_argument("--url", help="triton: server address (default localhost:8000 http, :8001 grpc)")
