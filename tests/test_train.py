@@ -438,6 +438,18 @@ def test_refine_coarse_input_is_the_pipelines_known_pixel_rule():
     assert np.allclose(small.numpy(), ref, atol=1e-5)
 
 
+def test_shipped_refine_config_runs_the_coarse_model_at_the_pipelines_scale():
+    """The refine model learns to fix what the pipeline's coarse pass (256 px) leaves; trained on a
+    coarse fill made at 64 px it would see a much blurrier fill than it gets at inference."""
+    import inspect
+
+    from glama_deploy.pipeline import run
+
+    cfg = load_config(CONFIG_DIR / "refine-tiny.yaml")
+    coarse_size = inspect.signature(run).parameters["coarse_size"].default
+    assert cfg.data.crop // cfg.refine.coarse_factor == coarse_size == 256
+
+
 def test_refine_mode_trains_on_coarse_fill(photos, tmp_path):
     from glama_deploy.model import Generator
     from glama_deploy.model.weights import load_generator, save_weights
