@@ -10,6 +10,9 @@ torch-fft       TorchEngine, eager PyTorch, FourierUnits on ``torch.fft`` (the r
 torch-matmul    TorchEngine, eager PyTorch, FourierUnits as DFT-by-matmul
 ort-matmul      OnnxEngine on the shipped export (matmul DFT, opset 17, dynamic N/H/W)
 ort-dft         OnnxEngine on a comparison export with ONNX ``DFT`` ops (opset 18, dynamic)
+ort-int8        OnnxEngine on the int8 QDQ model of ``export.quantize`` (from the matmul export)
+ort-int8-asym   the same with ``--asymmetric`` uint8 activations (onnxruntime-CPU only file)
+torch-bf16      TorchEngine, torch.fft, CPU autocast bf16 (FourierUnit and prefill fp32)
 tensorrt        TensorRTEngine on a plan built from the matmul export (NVIDIA GPU only)
 triton          a Triton server (``--triton-url``), measured by :mod:`benchmarks.triton_bench`
 ==============  ==========================================================================
@@ -31,13 +34,18 @@ from glama_deploy.bundled import ASSETS
 
 log = logging.getLogger(__name__)
 
-LOCAL_ENGINES = ("torch-fft", "torch-matmul", "ort-matmul", "ort-dft")
+LOCAL_ENGINES = ("torch-fft", "torch-matmul", "ort-matmul", "ort-dft", "ort-int8", "ort-int8-asym", "torch-bf16")
+LOW_PRECISION = ("ort-int8", "ort-int8-asym", "torch-bf16")  # not bit-compatible with torch-fft: compared by PSNR
 ALL_ENGINES = LOCAL_ENGINES + ("tensorrt", "triton")
+DEFAULT_ENGINES = tuple(e for e in ALL_ENGINES if e != "ort-int8-asym")  # the CPU-only variant on request
 DESCRIPTIONS = {
     "torch-fft": "PyTorch eager, torch.fft spectral path",
     "torch-matmul": "PyTorch eager, DFT as matmul",
     "ort-matmul": "onnxruntime, matmul-DFT graph (the shipped export, opset 17)",
     "ort-dft": "onnxruntime, native ONNX DFT graph (comparison only, opset 18)",
+    "ort-int8": "onnxruntime, int8 QDQ graph (export.quantize; FourierUnit fp32)",
+    "ort-int8-asym": "onnxruntime, int8 QDQ graph with asymmetric uint8 activations (CPU-only file)",
+    "torch-bf16": "PyTorch eager, torch.fft, CPU autocast bf16 (FourierUnit fp32)",
     "tensorrt": "TensorRT plan from the matmul-DFT graph",
     "triton": "Triton Inference Server over HTTP/gRPC",
 }
@@ -52,7 +60,7 @@ def build_engine(spec: dict, threads: int | None = None, device: str = "cpu"):
         from glama_deploy.engines.torch_ import TorchEngine
 
         return TorchEngine(spec["weights"], device=device, spectral_backend=spec["spectral_backend"],
-                           threads=threads)
+                           threads=threads, precision=spec.get("precision", "fp32"))
     if kind == "onnxruntime":
         from glama_deploy.engines.onnx_ import OnnxEngine
 
@@ -193,6 +201,20 @@ def prepare_onnx(weights_path: Path, model_id: str, backend: str, cache_dir: Pat
     else:
         export_dft_onnx(model, path)
     _prune(cache_dir, f"{model_id}-{backend}-*.onnx", keep=path)
+    return path, time.perf_counter() - t
+
+
+def prepare_int8(onnx_path: Path, symmetric: bool = True) -> tuple[Path, float]:
+    """The int8 QDQ model beside the cached matmul export (export.quantize defaults: training photos
+    with General Mask holes). Returns the path and the seconds it took (0.0 on a cache hit)."""
+    kind = "int8" if symmetric else "int8asym"
+    path = onnx_path.with_name(onnx_path.stem + f"-{kind}-{code_digest('export/quantize.py')}.onnx")
+    if path.is_file():
+        return path, 0.0
+    from export.quantize import quantize_onnx
+
+    t = time.perf_counter()
+    quantize_onnx(onnx_path, path, symmetric=symmetric)
     return path, time.perf_counter() - t
 
 

@@ -7,7 +7,21 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.cases import size_label
-from benchmarks.engines import DESCRIPTIONS
+from benchmarks.engines import DESCRIPTIONS, LOW_PRECISION
+
+# paired ratios reported (a/b: < 1 = a faster), and the ones the summary leads with
+PAIRS = (("ort-matmul", "torch-fft"), ("ort-matmul", "ort-dft"), ("torch-matmul", "torch-fft"),
+         ("ort-dft", "torch-fft"), ("ort-int8", "ort-matmul"), ("ort-int8", "torch-fft"), ("torch-bf16", "torch-fft"),
+         ("torch-bf16", "ort-matmul"), ("ort-int8-asym", "ort-matmul"), ("ort-int8-asym", "torch-fft"))
+SUMMARY_LABELS = {"ort-matmul/torch-fft": "onnxruntime (matmul DFT) vs torch eager (fft)",
+                  "ort-matmul/ort-dft": "onnxruntime: matmul-DFT graph vs native DFT graph",
+                  "torch-matmul/torch-fft": "torch eager: matmul DFT vs torch.fft",
+                  "ort-int8/ort-matmul": "onnxruntime int8 (QDQ) vs the fp32 graph",
+                  "ort-int8/torch-fft": "onnxruntime int8 (QDQ) vs torch eager (fft)",
+                  "torch-bf16/torch-fft": "torch eager bf16 autocast vs fp32",
+                  "ort-int8-asym/ort-matmul": "onnxruntime int8, asymmetric uint8 activations (CPU-only) vs fp32",
+                  "ort-int8-asym/torch-fft": "onnxruntime int8, asymmetric (CPU-only) vs torch eager (fft)"}
+PRECISION = {"ort-int8": "int8", "ort-int8-asym": "int8 (asym. u8 act.)", "torch-bf16": "bf16"}
 
 
 # ----------------------------------------------------------------------------- report assembly
@@ -23,13 +37,14 @@ def summarize(report: dict) -> dict:
     sizes = sorted({r["size"][0] for r in rows if r["size"][0] == r["size"][1]})
     at = 512 if 512 in sizes else (sizes[len(sizes) // 2] if sizes else None)
     if at is not None:
-        for key in ("ort-matmul/torch-fft", "ort-matmul/ort-dft", "torch-matmul/torch-fft"):
+        for key in SUMMARY_LABELS:
             r = pick(key, at) or next((x for x in ratios if x["key"] == key and x["batch"] == 1), None)
             if r:
                 out[key] = {"size": r["size"], "latency_ratio": r["ratio"], "speedup": 1 / r["ratio"],
                             "q1": r["q1"], "q3": r["q3"], "pairs": r["pairs"]}
     if rows:
-        best = max(rows, key=lambda r: r.get("peak_fraction_p50") or 0)
+        fp32 = [r for r in rows if r["engine"] not in LOW_PRECISION] or rows  # sgemm peak: a float32 yardstick
+        best = max(fp32, key=lambda r: r.get("peak_fraction_p50") or 0)
         out["best_peak_fraction"] = {k: best.get(k) for k in ("engine", "size", "batch", "gflops_p50",
                                                               "peak_fraction_p50", "gflops_best",
                                                               "peak_fraction_best")}
@@ -55,9 +70,10 @@ def build_rows(timings: dict, flops: dict, peak_gflops: float) -> tuple[list, li
                 row["latency"] = lat
                 row["samples_ms"] = [round(1e3 * x, 3) for x in t["samples"]]  # in round order
                 row["images_per_s"] = lat["images_per_s"]
-                executed = flops[hw]["matmul" if "matmul" in name else "fft"]["total"]
+                executed = flops[hw]["matmul" if "matmul" in name or name.startswith("ort-int8") else "fft"]["total"]
                 row["flops_per_image"] = model_flops
                 row["executed_flops_per_image"] = executed
+                row["precision"] = PRECISION.get(name, "fp32")
                 row["gflops_p50"] = model_flops * batch / (lat["p50_ms"] / 1e3) / 1e9
                 row["gflops_best"] = model_flops * batch / (lat["min_ms"] / 1e3) / 1e9
                 row["peak_fraction_p50"] = row["gflops_p50"] / peak_gflops
@@ -66,12 +82,49 @@ def build_rows(timings: dict, flops: dict, peak_gflops: float) -> tuple[list, li
                 if k in t:
                     row[k] = t[k]
             rows.append(row)
-        for a, b in (("ort-matmul", "torch-fft"), ("ort-matmul", "ort-dft"), ("torch-matmul", "torch-fft"),
-                     ("ort-dft", "torch-fft")):
+        for a, b in PAIRS:
             if per_engine.get(a, {}).get("samples") and per_engine.get(b, {}).get("samples"):
                 r = common.paired_ratio(per_engine[a]["samples"], per_engine[b]["samples"])
                 ratios.append({"key": f"{a}/{b}", "size": list(hw), "batch": batch, **r})
     return rows, ratios
+
+
+def low_precision_lines(report: dict) -> list[str]:
+    """Markdown: int8/bf16 rows next to the fp32 ones (batch 1), speed ratios and memory per precision."""
+    rows = [r for r in report["rows"] if "latency" in r and r["batch"] == 1]
+    if not any(r["engine"] in LOW_PRECISION for r in rows):
+        return []
+    ratio = {(x["key"], tuple(x["size"])): x for x in report["ratios"] if x["batch"] == 1}
+    files = {**report.get("model", {}).get("onnx_mb", {})}
+    wmb = report.get("model", {}).get("weights_mb")
+    L = ["## Low precision (batch 1)", "",
+         "| engine | precision | size | p50 ms | speed vs ort-matmul (quartiles) | speed vs torch-fft (quartiles) | "
+         "peak RSS MiB | +RSS MiB | model file MB | max diff vs torch |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def speed(a: str, b: str, size) -> str:
+        x = ratio.get((f"{a}/{b}", size)) or ratio.get((f"{b}/{a}", size))
+        if a == b:
+            return "1"
+        if x is None:
+            return "-"
+        inv = x["key"].startswith(a + "/")
+        return (f"{1 / x['ratio']:.2f}x ({1 / x['q3']:.2f}-{1 / x['q1']:.2f})" if inv
+                else f"{x['ratio']:.2f}x ({x['q1']:.2f}-{x['q3']:.2f})")
+
+    for r in sorted(rows, key=lambda r: (r["size"][0] * r["size"][1], r["engine"])):
+        if r["engine"] not in ("ort-matmul", "torch-fft") + LOW_PRECISION:
+            continue
+        size, mem = tuple(r["size"]), r.get("memory", {})
+        mb = files.get(r["engine"], wmb if r["engine"].startswith("torch") else None)
+        L.append(f"| {r['engine']} | {PRECISION.get(r['engine'], 'fp32')} | {size_label(r['size'])} | "
+                 f"{r['latency']['p50_ms']:.0f} | {speed(r['engine'], 'ort-matmul', size)} | "
+                 f"{speed(r['engine'], 'torch-fft', size)} | {_fmt(mem.get('peak_rss_mib'))} | "
+                 f"{_fmt(mem.get('added_rss_mib'))} | {_fmt(mb, '.1f')} | "
+                 f"{_fmt(r.get('max_abs_diff_vs_torch_fft'), '.1e')} |")
+    L += ["", "Speed = latency of the reference / latency of the engine, median of interleaved pairs. Quality of "
+          "int8/bf16 (in-hole PSNR vs fp32 and vs the photo, per mask type): benchmarks/results/"
+          "precision_quality.md.", ""]
+    return L
 
 
 def _fmt(v, spec: str = ".0f", missing: str = "-") -> str:
@@ -98,10 +151,7 @@ def to_markdown(report: dict) -> str:
     summ = report["summary"]
     if summ:
         L += ["## Summary", ""]
-        names = {"ort-matmul/torch-fft": "onnxruntime (matmul DFT) vs torch eager (fft)",
-                 "ort-matmul/ort-dft": "onnxruntime: matmul-DFT graph vs native DFT graph",
-                 "torch-matmul/torch-fft": "torch eager: matmul DFT vs torch.fft"}
-        for key, label in names.items():
+        for key, label in SUMMARY_LABELS.items():
             if key in summ:
                 r = summ[key]
                 L.append(f"- {label} at {size_label(r['size'])}, batch 1: latency ratio {r['latency_ratio']:.2f} "
@@ -141,6 +191,7 @@ def to_markdown(report: dict) -> str:
             L.append(f"| {r['key']} | {size_label(r['size'])} | {r['batch']} | {r['ratio']:.2f} | "
                      f"{r['q1']:.2f}-{r['q3']:.2f} | {r['pairs']} |")
         L.append("")
+    L += low_precision_lines(report)
     L += ["## Engines not measured", ""]
     skipped = [e for e in report["engines"] if not e["available"]]
     L += [f"- {e['name']}: {e['reason']}" for e in skipped] or ["- (none)"]

@@ -50,8 +50,10 @@ from benchmarks.cases import (  # noqa: E402
 )
 from benchmarks.engines import (  # noqa: E402
     ALL_ENGINES,
+    DEFAULT_ENGINES,
     DESCRIPTIONS,
     LOCAL_ENGINES,
+    prepare_int8,
     prepare_onnx,
     prepare_tensorrt,
     prepare_weights,
@@ -75,9 +77,9 @@ QUICK = {"config": "tiny", "threads": 1, "warmup": 1, "sizes": "128,256", "batch
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--engines", default=",".join(ALL_ENGINES),
-                    help=f"comma list from {', '.join(ALL_ENGINES)} (default: all; unavailable ones are "
-                         "listed with the reason)")
+    ap.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+                    help=f"comma list from {', '.join(ALL_ENGINES)} (default: all but ort-int8-asym; "
+                         "unavailable ones are listed with the reason)")
     ap.add_argument("--sizes", default="256,512,1024,2048", help="square sides or WxH, comma separated")
     ap.add_argument("--batches", default="1,2", help="batch sizes (default 1,2)")
     ap.add_argument("--large-batch-max-side", type=int, default=0,
@@ -139,6 +141,21 @@ def default_highres_image() -> str | None:
     return None
 
 
+def add_int8(name: str, fp32: str | None, infos: dict, specs: dict, prep: dict) -> None:
+    """The ort-int8(-asym) spec: export.quantize on the matmul export ``fp32`` (cached beside it)."""
+    if fp32 is None:
+        infos[name].update(available=False, reason="no matmul export to quantize")
+        return
+    log.info("%s: quantization of %s", name, Path(fp32).name)
+    try:
+        path, secs = prepare_int8(Path(fp32), symmetric=name == "ort-int8")
+    except Exception as e:  # noqa: BLE001 - the rest of the report stands without it
+        infos[name].update(available=False, reason=f"quantization failed: {type(e).__name__}: {e}")
+        return
+    prep[f"quantize_{name}_s"] = secs
+    specs[name] = {"name": name, "kind": "onnxruntime", "onnx": str(path)}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -194,9 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     specs: dict[str, dict] = {}
     jobs = {}
     for name in wanted:
-        if name.startswith("torch"):
+        if name == "torch-bf16":
+            specs[name] = {"name": name, "kind": "torch", "weights": str(weights), "spectral_backend": "fft",
+                           "precision": "bf16"}
+        elif name.startswith("torch"):
             specs[name] = {"name": name, "kind": "torch", "weights": str(weights),
                            "spectral_backend": name.split("-")[1]}
+        elif name.startswith("ort-int8"):  # quantized from the matmul export (below)
+            if "ort-matmul" not in wanted and not any(j.startswith("ort-int8") for j in jobs):
+                jobs[name] = (weights, model_id, "matmul", cache)
         elif name.startswith("ort"):
             jobs[name] = (weights, model_id, "matmul" if name == "ort-matmul" else "fft", cache)
         elif name == "tensorrt":
@@ -216,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         path, secs = res
         prep[f"export_{name}_s"] = secs
         specs[name] = {"name": name, "kind": "onnxruntime", "onnx": str(path)}
+    fp32 = (specs.get("ort-matmul") or {}).get("onnx")
+    for name in ("ort-int8", "ort-int8-asym"):
+        fp32 = fp32 or (specs.pop(name, None) or {}).get("onnx")
+    for name in ("ort-int8", "ort-int8-asym"):
+        if name in wanted:
+            add_int8(name, fp32, infos, specs, prep)
     if infos.get("tensorrt", {}).get("available"):
         try:
             onnx_mm = specs.get("ort-matmul", {}).get("onnx") or prepare_onnx(weights, model_id, "matmul", cache)[0]
