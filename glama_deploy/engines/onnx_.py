@@ -89,8 +89,9 @@ class OnnxEngine(BaseEngine):
 def activations_to_uint8(model) -> int:
     """Shift the int8 *activation* QuantizeLinear/DequantizeLinear pairs of a QDQ model to uint8 with
     zero point 128 (in place; weights stay int8). The same grid: q_u8 = q_s8 + 128 for every value
-    (onnxruntime's int8 and uint8 kernels then round differently). The file stays symmetric int8 (what TensorRT's explicit
-    quantization requires); onnxruntime-CPU's int8 convolutions are fastest as U8S8 (VNNI).
+    (onnxruntime's int8 and uint8 kernels then round differently). The file stays symmetric int8
+    (what TensorRT's explicit quantization requires); onnxruntime-CPU's int8 convolutions are
+    fastest as U8S8 (VNNI).
     Returns the number of zero points changed."""
     from onnx import TensorProto, numpy_helper
 
