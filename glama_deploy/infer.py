@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--engine", choices=ENGINES, help="default: from the weights' extension")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     ap.add_argument("--threads", type=int, help="CPU threads for torch / onnxruntime")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="torch engine: bf16 autocast (FourierUnit and prefill stay fp32; fast on CPUs with "
+                    "AVX512_BF16 / AMX and on GPUs; see benchmarks/README.md for its measured quality)")
     ap.add_argument("--mode", choices=MODES, default="full", help="whole image, mask-aware tiles, or "
                     "coarse + refine (two-stage)")
     ap.add_argument("--tile", type=int, default=512, help="tile size for tiled / two-stage refine")
@@ -175,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_engine(args: argparse.Namespace, weights: Path):
     kind = args.engine or guess_engine(weights)
+    precision = getattr(args, "precision", "fp32")
+    if precision != "fp32" and kind != "torch":
+        raise InputError(f"--precision {precision}: only the torch engine runs bf16 (for int8 quantize the ONNX "
+                         "export: python -m export.quantize, then --weights model-int8.onnx)")
     if kind == "triton":
         return create_engine("triton", url=args.url, protocol=args.protocol, model_name=args.model_name)
     if kind == "onnxruntime" and weights.suffix != ".onnx":
@@ -183,6 +190,8 @@ def make_engine(args: argparse.Namespace, weights: Path):
         raise InputError(f"{weights}: the torch engine needs .safetensors or .ckpt weights")
     if kind == "tensorrt":
         return create_engine("tensorrt", str(weights), device=args.device)
+    if kind == "torch":
+        return create_engine(kind, str(weights), device=args.device, threads=args.threads, precision=precision)
     return create_engine(kind, str(weights), device=args.device, threads=args.threads)
 
 

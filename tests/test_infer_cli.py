@@ -60,6 +60,18 @@ def test_onnx_engine_matches_torch_engine(photo, tmp_path, tiny_onnx, tiny_model
     assert diff.max() <= 1  # 8-bit rounding of <= 1e-4 float differences
 
 
+def test_bf16_precision_keeps_known_pixels_and_stays_close_to_fp32(photo, tmp_path, capsys):
+    img_path, mask_path, img, mask = photo
+    a, b = tmp_path / "fp32.png", tmp_path / "bf16.png"
+    assert run(["--image", img_path, "--mask", mask_path, "--out", a], capsys)[0] == 0
+    assert run(["--image", img_path, "--mask", mask_path, "--out", b, "--precision", "bf16"], capsys)[0] == 0
+    fp32, bf16 = cv2.imread(str(a)).astype(np.float64), cv2.imread(str(b)).astype(np.float64)
+    known = mask == 0
+    assert np.array_equal(bf16[known], img[known])
+    mse = ((fp32[~known] - bf16[~known]) ** 2).mean()
+    assert 0 < mse and 10 * np.log10(255**2 / mse) > 35  # bf16 ran, and its fill is the fp32 fill's
+
+
 def test_folder_mode_pairs_by_name(tmp_path, capsys):
     src, masks, out = tmp_path / "img", tmp_path / "masks", tmp_path / "out"
     src.mkdir(), masks.mkdir()
@@ -172,6 +184,8 @@ BAD_INPUTS = [
     ("onnxruntime engine on .safetensors", "the onnxruntime engine needs an .onnx file",
      lambda c: c.extra.extend(["--engine", "onnxruntime"])),
     ("folder without a mask", "no mask named", lambda c: c.folder_without_mask()),
+    ("bf16 on onnxruntime", "--precision bf16: only the torch engine runs bf16",
+     lambda c: c.extra.extend(["--engine", "onnxruntime", "--precision", "bf16"])),
 ]
 
 
