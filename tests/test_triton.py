@@ -626,3 +626,33 @@ def test_kill_9_of_serve_takes_the_server_down_and_a_new_serve_starts(server_env
     finally:
         second.send_signal(signal.SIGINT)
         second.communicate(timeout=60)
+
+
+# ----------------------------------------------------------------------------- browser page
+def test_app_on_the_triton_engine_matches_local_onnxruntime(server, local):
+    """`python -m glama_deploy.app --engine triton`: the page's server fills through Triton."""
+    from starlette.testclient import TestClient
+
+    from glama_deploy.app import create_app
+
+    rng = np.random.default_rng(31)
+    photo = cv2.resize(cv2.imread(str(ROOT / "glama_deploy/assets/samples/mate-dune.jpg")), (160, 120))
+    hole = np.zeros((120, 160), np.uint8)
+    hole[30:70, 50:110] = 255
+    hole[rng.integers(0, 120, 40), rng.integers(0, 160, 40)] = 255
+    engine = create_engine("triton", url=server.http_url, protocol="http", model_name="glama_onnx_py")
+    try:
+        with TestClient(create_app(engine)) as client:
+            r = client.post("/api/inpaint", files={"image": ("p.png", cv2.imencode(".png", photo)[1].tobytes()),
+                                                   "mask": ("m.png", cv2.imencode(".png", hole)[1].tobytes())})
+    finally:
+        engine.close()  # an open HTTP connection would hold the server's shutdown for its exit timeout
+    assert r.status_code == 200, r.text
+    out = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
+    keep = hole == 0
+    assert out.shape == photo.shape and np.array_equal(out[keep], photo[keep])
+    x = cv2.cvtColor(photo, cv2.COLOR_BGR2RGB).astype(np.float32).transpose(2, 0, 1)[None] / 255
+    ref = run_pipeline(local, x, (hole > 0).astype(np.float32)[None, None], "full")
+    ref_u8 = cv2.cvtColor(np.clip(np.rint(ref[0].transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8),
+                          cv2.COLOR_RGB2BGR)
+    assert np.abs(out.astype(int) - ref_u8.astype(int)).max() <= 1
