@@ -204,17 +204,21 @@ def prepare_onnx(weights_path: Path, model_id: str, backend: str, cache_dir: Pat
     return path, time.perf_counter() - t
 
 
-def prepare_int8(onnx_path: Path, symmetric: bool = True) -> tuple[Path, float]:
+def prepare_int8(onnx_path: Path, symmetric: bool = True, photos: list[Path] | None = None) -> tuple[Path, float]:
     """The int8 QDQ model beside the cached matmul export (export.quantize defaults: training photos
-    with General Mask holes). Returns the path and the seconds it took (0.0 on a cache hit)."""
+    with General Mask holes; ``photos`` calibrates on others, keyed into the cached file's name).
+    Returns the path and the seconds it took (0.0 on a cache hit)."""
     kind = "int8" if symmetric else "int8asym"
+    if photos is not None:
+        names = ",".join(sorted(str(Path(p).resolve()) for p in photos))
+        kind += "-" + hashlib.sha256(names.encode()).hexdigest()[:8]
     path = onnx_path.with_name(onnx_path.stem + f"-{kind}-{code_digest('export/quantize.py')}.onnx")
     if path.is_file():
         return path, 0.0
     from export.quantize import quantize_onnx
 
     t = time.perf_counter()
-    quantize_onnx(onnx_path, path, symmetric=symmetric)
+    quantize_onnx(onnx_path, path, symmetric=symmetric, photos=photos)
     return path, time.perf_counter() - t
 
 

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--triton-sizes", default="", help="sizes for the Triton rows (default: the smallest size)")
     ap.add_argument("--triton-n", type=int, default=8, help="requests per Triton size (and as many in-process)")
     ap.add_argument("--sgemm-n", type=int, default=2048, help="matrix side for the sgemm peak")
+    ap.add_argument("--calib-photos", nargs="+", metavar="DIR",
+                    help="int8 rows: calibration photo folders (default: the training photos export.quantize "
+                    "uses; calibration changes the int8 model's quality, not its speed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true",
                     help="small model and sizes, few iterations: the whole report in ~1-2 min")
@@ -141,14 +144,21 @@ def default_highres_image() -> str | None:
     return None
 
 
-def add_int8(name: str, fp32: str | None, infos: dict, specs: dict, prep: dict) -> None:
-    """The ort-int8(-asym) spec: export.quantize on the matmul export ``fp32`` (cached beside it)."""
+def add_int8(name: str, fp32: str | None, infos: dict, specs: dict, prep: dict,
+             calib_dirs: list[str] | None = None) -> None:
+    """The ort-int8(-asym) spec: export.quantize on the matmul export ``fp32`` (cached beside it),
+    calibrated on the training photos or on the images in ``calib_dirs``."""
     if fp32 is None:
         infos[name].update(available=False, reason="no matmul export to quantize")
         return
     log.info("%s: quantization of %s", name, Path(fp32).name)
     try:
-        path, secs = prepare_int8(Path(fp32), symmetric=name == "ort-int8")
+        photos = None
+        if calib_dirs:
+            from training.data import find_images
+
+            photos = find_images(calib_dirs)
+        path, secs = prepare_int8(Path(fp32), symmetric=name == "ort-int8", photos=photos)
     except Exception as e:  # noqa: BLE001 - the rest of the report stands without it
         infos[name].update(available=False, reason=f"quantization failed: {type(e).__name__}: {e}")
         return
@@ -244,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32 = fp32 or (specs.pop(name, None) or {}).get("onnx")
     for name in ("ort-int8", "ort-int8-asym"):
         if name in wanted:
-            add_int8(name, fp32, infos, specs, prep)
+            add_int8(name, fp32, infos, specs, prep, args.calib_photos)
     if infos.get("tensorrt", {}).get("available"):
         try:
             onnx_mm = specs.get("ort-matmul", {}).get("onnx") or prepare_onnx(weights, model_id, "matmul", cache)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 
 from benchmarks.common import latency_stats, make_inputs, paired_ratio
+
+from .conftest import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "benchmarks" / "run.py"
@@ -30,7 +33,12 @@ def quick_report(tmp_path_factory, request) -> tuple[Path, dict, float]:
     cache_plugin = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
     cache = cache_plugin.mkdir("glama-benchmarks") if cache_plugin else out / "cache"
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(RUN), "--quick", "--out", str(out), "--cache-dir", str(cache)],
+    # int8 calibrates on the bundled sample photos: a clean clone has no training photos beside it
+    calib = tmp_path_factory.mktemp("calib")
+    for p in sorted(SAMPLES.glob("*.jpg")):
+        shutil.copy(p, calib / p.name)
+    proc = subprocess.run([sys.executable, str(RUN), "--quick", "--out", str(out), "--cache-dir", str(cache),
+                           "--calib-photos", str(calib)],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out, json.loads((out / "benchmark.json").read_text()), time.perf_counter() - t
