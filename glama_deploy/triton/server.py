@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import PACKAGE_ROOT
-from .shm_reclaim import ShmReclaimer
+from .shm_reclaim import ShmReclaimer, backend_stubs
 
 log = logging.getLogger(__name__)
 
@@ -247,18 +247,12 @@ def clean_stale(shm_dir: Path = Path("/dev/shm"), proc_dir: Path = Path("/proc")
     a kill -9 of tritonserver and ignore SIGTERM) and their shared-memory files. Only our own
     leftovers are touched: their names carry ``SHM_PREFIX`` and the dead wrapper's pid."""
     done = []
-    for d in proc_dir.glob("[0-9]*"):
-        try:
-            args = (d / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if not args or not args[0].endswith(b"triton_python_backend_stub"):
-            continue
-        owner = _shm_owner(b" ".join(args).decode(errors="replace"))
+    for pid, args in backend_stubs(proc_dir):
+        owner = _shm_owner(" ".join(args))
         if owner is not None and not _pid_alive(owner):
             try:
-                os.kill(int(d.name), signal.SIGKILL)
-                done.append(f"killed orphaned stub {d.name}")
+                os.kill(pid, signal.SIGKILL)
+                done.append(f"killed orphaned stub {pid}")
             except (ProcessLookupError, PermissionError):
                 pass
     for f in shm_dir.glob(f"{SHM_PREFIX}*"):

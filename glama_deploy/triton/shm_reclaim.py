@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -26,36 +26,35 @@ log = logging.getLogger(__name__)
 RELOAD_PARAMETER = "glama_shm_reload"  # the models ignore it; it only makes the config new
 
 
-def regions_by_model(prefix: str, shm_dir: Path = Path("/dev/shm"),
-                     proc_dir: Path = Path("/proc")) -> dict[str, dict[int, int]]:
-    """Bytes of ``/dev/shm`` each python-backend stub of one server holds: {model: {stub pid: bytes}}.
-
-    A stub's command line is ``stub <repo>/<model>/<version>/model.py <region name> ...``; the region
-    names start with the server's ``prefix``. Counts pages in use (tmpfs blocks), not the file size.
-    """
-    held: dict[str, dict[int, int]] = {}
+def backend_stubs(proc_dir: Path = Path("/proc")) -> Iterator[tuple[int, list[str]]]:
+    """(pid, command line) of every running python-backend stub. tritonserver starts each as
+    ``stub <repo>/<model>/<version>/model.py <shm region name> <default size> <growth> ...``."""
     for d in proc_dir.glob("[0-9]*"):
         try:
             args = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if len(args) < 3 or not args[0].endswith(b"triton_python_backend_stub"):
+        if args and args[0].endswith(b"triton_python_backend_stub"):
+            yield int(d.name), [a.decode(errors="replace") for a in args]
+
+
+def regions_by_model(prefix: str, shm_dir: Path = Path("/dev/shm"),
+                     proc_dir: Path = Path("/proc")) -> dict[str, dict[int, int]]:
+    """Bytes of ``/dev/shm`` each python-backend stub of one server holds: {model: {stub pid: bytes}}.
+
+    The region names start with the server's ``prefix``. Counts pages in use (tmpfs blocks), not
+    the file size.
+    """
+    held: dict[str, dict[int, int]] = {}
+    for pid, args in backend_stubs(proc_dir):
+        if len(args) < 3 or not args[2].startswith(prefix):
             continue
-        region = args[2].decode(errors="replace")
-        if not region.startswith(prefix):
-            continue
-        model = Path(args[1].decode(errors="replace")).parent.parent.name
         try:
-            used = (shm_dir / region).stat().st_blocks * 512
+            used = (shm_dir / args[2]).stat().st_blocks * 512
         except OSError:
             continue
-        held.setdefault(model, {})[int(d.name)] = used
+        held.setdefault(Path(args[1]).parent.parent.name, {})[pid] = used
     return held
-
-
-def resident_by_model(prefix: str, shm_dir: Path = Path("/dev/shm")) -> dict[str, int]:
-    """Total bytes of ``/dev/shm`` per model (all its instances) for one server."""
-    return {m: sum(r.values()) for m, r in regions_by_model(prefix, shm_dir).items()}
 
 
 def _request(url: str, data: bytes | None = None, timeout: float = 60.0) -> dict:
@@ -159,4 +158,4 @@ class ShmReclaimer:
             self._thread = None
 
 
-__all__ = ["ShmReclaimer", "regions_by_model", "reload_model", "resident_by_model"]
+__all__ = ["ShmReclaimer", "backend_stubs", "regions_by_model", "reload_model"]
