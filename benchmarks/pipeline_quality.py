@@ -25,7 +25,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from glama_deploy.bundled import DEFAULT_WEIGHTS  # noqa: E402
@@ -47,15 +46,9 @@ def holdout_photos(config: Path = CONFIG, data: Path = DATA) -> list[Path]:
 
 def square(path: Path, size: int) -> np.ndarray:
     """(3, size, size) float32 RGB on the 8-bit grid: short side ``size``, centre crop."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    h, w = bgr.shape[:2]
-    s = size / min(h, w)
-    bgr = cv2.resize(bgr, (max(size, round(w * s)), max(size, round(h * s))),
-                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
-    h, w = bgr.shape[:2]
-    y0, x0 = (h - size) // 2, (w - size) // 2
-    rgb = bgr[y0 : y0 + size, x0 : x0 + size, ::-1]
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0
+    from export.quantize import square_crop
+
+    return square_crop(path, size)[0]
 
 
 def psnr_hole(out: np.ndarray, gt: np.ndarray, hole: np.ndarray) -> float:

@@ -71,18 +71,10 @@ def photo_split(config: str | os.PathLike = DATA_CONFIG) -> tuple[list[Path], li
 
 def square_crop(path: Path, size: int) -> np.ndarray:
     """(1,3,size,size) float32 in [0,1]: the photo's short side resized to ``size``, centre crop."""
-    import cv2
+    from training.data import center_crop, read_rgb_u8
 
-    from training.data import read_rgb_u8
-
-    img = read_rgb_u8(Path(path))
-    h, w = img.shape[:2]
-    k = size / min(h, w)
-    img = cv2.resize(img, (max(size, round(w * k)), max(size, round(h * k))),
-                     interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
-    h, w = img.shape[:2]
-    y, x = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(img[y:y + size, x:x + size].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    img = center_crop(read_rgb_u8(Path(path)), size, size)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
 
 
 def general_mask(kind: int, size: int, seed: Sequence[int]) -> np.ndarray:
