@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 
 from glama_deploy.bundled import ASSETS
+from glama_deploy.fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,6 @@ def build_engine(spec: dict, threads: int | None = None, device: str = "cpu"):
 
 
 # ----------------------------------------------------------------------------- model files
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
 def _atomic_target(path: Path):
     """A temp path beside ``path`` (same filesystem, so os.replace is atomic)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
@@ -119,7 +112,7 @@ def prepare_weights(config: str, weights: str | None, cache_dir: Path, seed: int
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: weights file not found")
-        return path, f"{path.stem}-{_digest(path)}"
+        return path, f"{path.stem}-{sha256_file(path)[:12]}"
     from glama_deploy.model import build_generator
     from glama_deploy.model.weights import save_weights
 

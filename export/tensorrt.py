@@ -40,6 +40,7 @@ from pathlib import Path
 
 from glama_deploy.engines.base import EngineError
 from glama_deploy.engines.tensorrt_ import cuda_device_name, get_logger, import_tensorrt, sidecar_path
+from glama_deploy.fsutil import sha256_file
 
 from .precision import LayerInfo, node_infos, select_fp32_layers, select_fp32_nodes, to_mixed_precision
 
@@ -132,14 +133,6 @@ def _max(a: int, b: int) -> int:
 
 
 # --------------------------------------------------------------------------- helpers
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_atomic(path: str | os.PathLike, data) -> None:
     """Write bytes (or any buffer) to ``path`` via a temp file in the same folder + os.replace."""
     path = Path(path)

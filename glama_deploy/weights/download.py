@@ -8,7 +8,6 @@ The caller verifies size and sha256 before anything gets a final name.
 from __future__ import annotations
 
 import errno
-import hashlib
 import http.client
 import logging
 import os
@@ -127,14 +126,6 @@ def fetch(url: str, part: Path, *, size: int | None = None, progress: bool = Tru
         raise DownloadError(f"{url}: connection dropped after {got:,} of {expected:,} bytes; run the same "
                             "command again to resume")
     return got
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def remove_quietly(path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import WeightsError
+from ..fsutil import sha256_file
 from .cache import cache_root
-from .download import sha256_of
 from .manager import resolve_weights
 
 
@@ -21,7 +21,7 @@ def onnx_for(weights: str, *, offline: bool | None = None, progress: bool = True
         return path
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
-    out = cache_root() / "onnx" / f"{path.stem}-{sha256_of(path)[:16]}.onnx"
+    out = cache_root() / "onnx" / f"{path.stem}-{sha256_file(path)[:16]}.onnx"
     if out.is_file():
         return out
     try:

@@ -15,8 +15,9 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError, WeightsError
+from ..fsutil import sha256_file
 from . import cache
-from .download import DISK_FULL, DownloadError, Refused, Unreachable, fetch, remove_quietly, sha256_of
+from .download import DISK_FULL, DownloadError, Refused, Unreachable, fetch, remove_quietly
 from .registry import ModelEntry, get_entry, known_names, model_urls
 
 BUILTIN_META = ("config", "generator_config", "blocks", "step", "source", "git_revision", "format")
@@ -79,7 +80,7 @@ def _verify(entry: ModelEntry, path: Path, url: str, delete_bad: bool) -> str:
             remove_quietly(path)
         raise DownloadError(f"{url}: {size:,} bytes, the registry expects {entry.size:,}"
                             + ("; the file was deleted" if delete_bad else ""))
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     expected, whose = _expected_sha(entry)
     if expected and digest != expected:
         if delete_bad:
