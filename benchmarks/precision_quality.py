@@ -33,11 +33,6 @@ ENGINES = ("int8", "int8-asym", "bf16")
 MODELS = ("bundled", "lama-fourier")
 
 
-def _psnr(a: np.ndarray, b: np.ndarray, hole: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64))[hole] ** 2))
-    return 100.0 if mse <= 1e-20 else 10 * np.log10(1.0 / mse)
-
-
 def model_files(model: str, cache: Path) -> dict:
     """Weights, fp32 ONNX and int8 QDQ ONNX of ``model`` (cached), the int8 recipe and file sizes."""
     import onnx
@@ -75,6 +70,7 @@ def measure(engines: dict, photos: list[Path], size: int, per_type: int, seed: i
     """{type: {engine: {"vs_fp32": dB, "vs_gt": dB}, "fp32": {"vs_gt": dB}, "n": count}}."""
     from export.quantize import general_mask, square_crop
     from training.masks import MASK_TYPES
+    from training.metrics import hole_psnr
 
     per: dict[str, dict[str, list]] = {t: {} for t in MASK_TYPES}
     for pi, photo in enumerate(sorted(photos)):
@@ -82,13 +78,12 @@ def measure(engines: dict, photos: list[Path], size: int, per_type: int, seed: i
         for ti, tname in enumerate(MASK_TYPES):
             for k in range(per_type):
                 mask = general_mask(ti, size, (seed, pi, ti, k))
-                hole = np.broadcast_to(mask, image.shape) > 0
                 outs = {name: e(image, mask) for name, e in engines.items()}
                 gt_u8 = np.rint(image * 255)
                 for name, y in outs.items():
                     rec = per[tname].setdefault(name, [])
                     y8 = np.clip(np.rint(y * 255), 0, 255)
-                    rec.append((_psnr(y, outs["fp32"], hole), _psnr(y8 / 255, gt_u8 / 255, hole)))
+                    rec.append((hole_psnr(y, outs["fp32"], mask), hole_psnr(y8 / 255, gt_u8 / 255, mask)))
     table = {}
     for tname, by_engine in per.items():
         row = {"n": len(by_engine["fp32"])}
