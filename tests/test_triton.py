@@ -272,7 +272,9 @@ def test_generator_gives_memory_back_after_a_big_request(server):
     infer_raw(server, "glama_onnx_py", {"image": big[0], "mask": big[1]}, "output")
     kept = _status_kb(pid, "RssAnon") - before
     peak = _status_kb(pid, "VmHWM") - rss0
-    assert peak > 30_000, (kept, peak)  # KiB: the request really needed memory
+    # KiB: the request really needed memory (measured 29.8-50 MB: the floor sits well under it,
+    # since the baseline RSS moves with the allocator's state between runs)
+    assert peak > 16_000, (kept, peak)
     assert kept < 0.25 * peak, (kept, peak)
 
 
