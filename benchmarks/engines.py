@@ -205,7 +205,8 @@ def prepare_int8(onnx_path: Path, symmetric: bool = True, photos: list[Path] | N
     if photos is not None:
         names = ",".join(sorted(str(Path(p).resolve()) for p in photos))
         kind += "-" + hashlib.sha256(names.encode()).hexdigest()[:8]
-    path = onnx_path.with_name(onnx_path.stem + f"-{kind}-{code_digest('export/quantize.py')}.onnx")
+    digest = code_digest("export/quantize.py", "export/int8_graph.py")
+    path = onnx_path.with_name(onnx_path.stem + f"-{kind}-{digest}.onnx")
     if path.is_file():
         return path, 0.0
     from export.quantize import quantize_onnx

@@ -27,6 +27,9 @@ TENSORRT_SUPPORTED_OPS = frozenset({
     "AveragePool", "Clip", "Log", "ReduceSum", "Resize",
     # the int8 QDQ model (export/quantize.py): explicit quantization, int8 symmetric (zero point 0)
     "QuantizeLinear", "DequantizeLinear",
+    # its sub-pixel upsamplers (export/int8_graph.py): onnx-tensorrt's operator list has DepthToSpace
+    # (both modes); the TensorRT-RTX parser accepts the int8 model in tests/test_quantize.py
+    "DepthToSpace",
 })
 FORBIDDEN_OPS = frozenset({"DFT", "STFT"})
 

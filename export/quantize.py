@@ -1,27 +1,30 @@
 """int8 QDQ ONNX from the exported generator: one file for onnxruntime-CPU (VNNI) and TensorRT.
 
     python -m export.quantize glama.onnx -o glama.int8.onnx [--photos DIR ...] [--calib 16]
-                              [--size 256] [--method minmax] [--exclude NODE ...] [--json]
+                              [--size 256] [--method percentile] [--percentile 99.99]
+                              [--exclude NODE ...] [--float-upsamplers] [--json]
 
 Recipe (the defaults; measured in benchmarks/results/precision_quality.md):
+  - exact float rewrites first (:mod:`export.int8_graph`): BatchNorm after each FFC Add folded into
+    its two convs, and the ConvTranspose upsamplers turned into sub-pixel convs (Conv + DepthToSpace),
+    so every convolution has an int8 kernel and the int8 chain runs conv -> add -> relu -> conv;
   - static quantization, QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized
     op), so TensorRT builds it with explicit quantization and onnxruntime fuses it to int8 kernels;
-  - Conv, and the Relu and Add between convs inside the FFC blocks (int8 from conv to conv: with
-    Conv alone, each conv's output is dequantized for a float Add/Relu and requantized, and
-    onnxruntime-CPU was 1.5x instead of 2.4x the fp32 graph at 512); ConvTranspose stays float
-    (onnxruntime has no int8 kernel for it; --conv-transpose to try); weights int8 per output
-    channel, symmetric; biases float (TensorRT's parser refuses an int32 DequantizeLinear;
-    onnxruntime quantizes them itself when it fuses QLinearConv); activations int8 *symmetric*
-    (zero point 0): TensorRT's explicit quantization accepts nothing else. onnxruntime-CPU runs
-    S8S8 convolutions slowly on x86, so :class:`glama_deploy.engines.onnx_.OnnxEngine` shifts the
-    activations to uint8 with zero point 128 at load (same grid, same file); ``--asymmetric``
-    writes a CPU-only file (uint8 activations with zero points) instead;
+  - Conv, and the Relu and Add between convs inside the FFC blocks; weights int8 per output channel,
+    symmetric; biases float (TensorRT's parser refuses an int32 DequantizeLinear; onnxruntime
+    quantizes them itself when it fuses QLinearConv); activations int8 *symmetric* (zero point 0):
+    TensorRT's explicit quantization accepts nothing else. On the CPU provider
+    :class:`glama_deploy.engines.onnx_.OnnxEngine` specializes the graph at load
+    (:mod:`glama_deploy.engines.qdq_cpu`: uint8 grids, a Relu output at twice the resolution, Relus
+    folded into the quantization); ``--asymmetric`` writes a CPU-only file with calibrated zero points;
   - kept float: the whole FourierUnit (DFT-as-matmul basis, MatMuls, spectral 1x1 conv) and the
     prefill pyramid, selected by :func:`export.precision.select_fp32_nodes` exactly as the fp16
     TensorRT export keeps them in fp32; the generator's own output ops (the logit sum of prefill
-    models); plus ``--exclude`` nodes (and the last conv with ``--keep-last``);
+    models); plus ``--exclude`` nodes, ``--float-upsamplers``, ``--keep-last``;
   - calibration: training photos (never the held-out ones) cut to ``--size`` squares, each with a
-    General Mask hole (the seven NTIRE types in turn, seeded), MinMax ranges by default.
+    General Mask hole (the seven NTIRE types in turn, seeded); ranges at the 99.99th percentile of
+    each tensor's magnitudes (``--method minmax`` keeps every outlier in range: on trained-scale
+    lama-fourier that cost 2.5-3 dB against fp32; 99.999 cost 1.3 dB, 99.95 clipped too much).
 The recipe and the calibration set are written into the model's metadata (``quantization``).
 """
 
@@ -48,6 +51,7 @@ OP_TYPES = ("Conv", "Relu", "Add")
 # element-wise ops quantized only inside these modules (scope metadata of the exporter)
 ELEMENTWISE_SCOPE = "glama_deploy.model.ffc."
 METADATA_KEY = "quantization"
+DEFAULT_PERCENTILE = 99.99
 
 
 class QuantizeError(ValueError):
@@ -109,7 +113,8 @@ class FeedReader:
 
 
 # ----------------------------------------------------------------------------- node selection
-def excluded_nodes(model, extra: Sequence[str] = (), keep_last: bool = False) -> dict[str, str]:
+def excluded_nodes(model, extra: Sequence[str] = (), keep_last: bool = False,
+                   float_upsamplers: bool = False) -> dict[str, str]:
     """Node name -> why it stays float: the fp16 export's fp32 selection (FourierUnit, prefill;
     norms are not quantized anyway), ``extra`` names, and with ``keep_last`` the last conv."""
     from export.precision import node_infos, select_fp32_nodes
@@ -124,6 +129,10 @@ def excluded_nodes(model, extra: Sequence[str] = (), keep_last: bool = False) ->
     for n in nodes:  # Add/Relu outside the FFC blocks: the generator's output arithmetic stays float
         if n.op_type in ("Add", "Relu") and n.scope and ELEMENTWISE_SCOPE not in n.scope and n.name not in out:
             out[n.name] = "output"
+    if float_upsamplers:  # the sub-pixel convs of export.int8_graph, or ConvTranspose
+        for n in nodes:
+            if n.op_type == "ConvTranspose" or (n.op_type == "Conv" and n.name.endswith("_subpixel")):
+                out[n.name] = "upsampler"
     if keep_last:
         convs = [n.name for n in nodes if n.op_type in ("Conv", "ConvTranspose")]
         if convs:
@@ -144,9 +153,10 @@ def quantized_ops(model) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- quantize
 def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, *, photos: Sequence[Path] | None = None,
-                  calib: int = 16, size: int = 256, method: str = "minmax", exclude: Sequence[str] = (),
-                  keep_last: bool = False, conv_transpose: bool = False, seed: int = 0,
-                  symmetric: bool = True) -> dict:
+                  calib: int = 16, size: int = 256, method: str = "percentile", exclude: Sequence[str] = (),
+                  keep_last: bool = False, seed: int = 0,
+                  symmetric: bool = True, rewrite: bool = True, float_upsamplers: bool = False,
+                  percentile: float = DEFAULT_PERCENTILE) -> dict:
     """Write the int8 QDQ model for ``src`` to ``out``; returns the recipe (also in the metadata).
 
     ``symmetric=False``: uint8 activations with a zero point from the calibration range (a Relu
@@ -156,11 +166,15 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, *, photos: Seq
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from export.int8_graph import rewrite_for_int8
+
     src, out = Path(src), Path(out)
     if not src.is_file():
         raise QuantizeError(f"{src}: ONNX model not found")
     if method not in METHODS:
         raise QuantizeError(f"--method {method!r}: choose from {', '.join(METHODS)}")
+    if method == "percentile" and not 50.0 < percentile <= 100.0:
+        raise QuantizeError(f"--percentile {percentile}: need a value in (50, 100]")
     if calib < 1 or size < 32 or size % 8:
         raise QuantizeError("need --calib >= 1 and --size a multiple of 8, at least 32")
     if photos is None:
@@ -173,8 +187,11 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, *, photos: Seq
         # shape inference + onnxruntime's basic graph optimisations (constant folding, Conv+BN)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         model = onnx.load(str(pre))
-        skip = excluded_nodes(model, exclude, keep_last)
-        ops = list(OP_TYPES) + (["ConvTranspose"] if conv_transpose else [])
+        rewrites = rewrite_for_int8(model) if rewrite else {}
+        if rewrite:
+            onnx.save_model(model, str(pre))
+        skip = excluded_nodes(model, exclude, keep_last, float_upsamplers)
+        ops = list(OP_TYPES)
         calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                         "percentile": CalibrationMethod.Percentile}[method]
         qpath = Path(tmp) / out.name
@@ -183,7 +200,7 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, *, photos: Seq
                         weight_type=QuantType.QInt8, op_types_to_quantize=ops,
                         nodes_to_exclude=sorted(skip), calibrate_method=calib_method,
                         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                                       "QuantizeBias": False})
+                                       "QuantizeBias": False, "CalibPercentile": percentile})
         qmodel = onnx.load(str(qpath))
         reasons: dict[str, int] = {}
         for r in skip.values():
@@ -193,8 +210,10 @@ def quantize_onnx(src: str | os.PathLike, out: str | os.PathLike, *, photos: Seq
                 "int8 activations symmetric (zero point 0)" if symmetric else
                 "uint8 activations asymmetric (onnxruntime-CPU only: TensorRT needs zero point 0)"),
             "op_types": ops, "quantized_ops": quantized_ops(qmodel),
-            "kept_float": reasons, "excluded_extra": list(exclude) + (["last conv"] if keep_last else []),
-            "calibration": {"method": method, "images": calib, "size": size, "seed": seed,
+            "kept_float": reasons, "rewrites": rewrites,
+            "excluded_extra": list(exclude) + (["last conv"] if keep_last else []),
+            "calibration": {"method": method, **({"percentile": percentile} if method == "percentile" else {}),
+                            "images": calib, "size": size, "seed": seed,
                             "photos": sorted({Path(p).name for p in sorted(photos)[:calib]}),
                             "masks": "General Mask types (training.masks.MASK_TYPES) in turn, rng [seed, index]"},
             "source": src.name, "onnxruntime": __import__("onnxruntime").__version__,
@@ -217,10 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "training/configs/glama-small.yaml, held-out ones left out)")
     ap.add_argument("--calib", type=int, default=16, help="calibration images (default 16)")
     ap.add_argument("--size", type=int, default=256, help="calibration crop side (default 256)")
-    ap.add_argument("--method", default="minmax", help=f"calibration: {', '.join(METHODS)} (default minmax)")
+    ap.add_argument("--method", default="percentile", help=f"calibration: {', '.join(METHODS)} (default percentile)")
+    ap.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
+                    help=f"percentile method: the range covers this share of magnitudes (default {DEFAULT_PERCENTILE})")
     ap.add_argument("--exclude", nargs="*", default=[], help="more node names to keep float")
     ap.add_argument("--keep-last", action="store_true", help="keep the last conv float")
-    ap.add_argument("--conv-transpose", action="store_true", help="quantize the ConvTranspose upsamplers too")
+    ap.add_argument("--float-upsamplers", action="store_true", help="keep the decoder's upsampling convs float "
+                    "(closer to fp32, slower)")
+    ap.add_argument("--no-rewrite", action="store_true", help="quantize the graph as exported (no BatchNorm "
+                    "folding after Add, ConvTranspose kept and float)")
     ap.add_argument("--asymmetric", action="store_true",
                     help="uint8 activations with zero points: faster and closer on onnxruntime-CPU, refused by "
                          "TensorRT (default: symmetric int8, one file for both)")
@@ -244,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise QuantizeError(str(e)) from None
         recipe = quantize_onnx(args.onnx, out, photos=photos, calib=args.calib, size=args.size,
                                method=args.method, exclude=args.exclude, keep_last=args.keep_last,
-                               conv_transpose=args.conv_transpose, seed=args.seed, symmetric=not args.asymmetric)
+                               float_upsamplers=args.float_upsamplers, rewrite=not args.no_rewrite,
+                               percentile=args.percentile, seed=args.seed, symmetric=not args.asymmetric)
     except QuantizeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -25,9 +25,10 @@ class OnnxEngine(BaseEngine):
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
                  providers: list[str] | None = None, strict_providers: bool = False, memory_arena: bool = True,
                  int8_as_uint8: bool = True):
-        """``int8_as_uint8``: an int8 QDQ model (``export.quantize``) on the CPU provider gets its
-        activations shifted to uint8 at load (:func:`activations_to_uint8`, same grid): onnxruntime's
-        U8S8 convolutions are much faster on x86 than S8S8."""
+        """``int8_as_uint8``: an int8 QDQ model (``export.quantize``) on the CPU provider is specialized
+        at load (:func:`glama_deploy.engines.qdq_cpu.specialize_for_cpu`: uint8 grids, Relus folded
+        into the quantization, padding on int8): onnxruntime's U8S8 convolutions are much faster on
+        x86 than S8S8, and a Relu output gets twice the resolution. The file stays as TensorRT needs it."""
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -73,8 +74,10 @@ class OnnxEngine(BaseEngine):
             log.warning("%s: int8 model runs with int8 activations (slow on x86); pip install onnx to shift "
                         "them to uint8 at load", path)
             return
+        from .qdq_cpu import specialize_for_cpu
+
         model = onnx.load(path)
-        if activations_to_uint8(model):
+        if specialize_for_cpu(model)["uint8_grids"]:
             self.session = ort.InferenceSession(model.SerializeToString(), sess_options=opts,
                                                 providers=self.providers)
 
@@ -84,37 +87,3 @@ class OnnxEngine(BaseEngine):
 
     def describe(self) -> dict:
         return {"engine": self.name, "providers": self.providers, "model": self.path}
-
-
-def activations_to_uint8(model) -> int:
-    """Shift the int8 *activation* QuantizeLinear/DequantizeLinear pairs of a QDQ model to uint8 with
-    zero point 128 (in place; weights stay int8). The same grid: q_u8 = q_s8 + 128 for every value
-    (onnxruntime's int8 and uint8 kernels then round differently). The file stays symmetric int8
-    (what TensorRT's explicit quantization requires); onnxruntime-CPU's int8 convolutions are
-    fastest as U8S8 (VNNI).
-    Returns the number of zero points changed."""
-    from onnx import TensorProto, numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    zero_u8: dict[str, str] = {}
-    changed = 0
-    for n in model.graph.node:
-        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(n.input) < 3:
-            continue
-        if n.input[0] in inits:  # a weight's DequantizeLinear: stays int8
-            continue
-        zp = inits.get(n.input[2])
-        if zp is None or zp.data_type != TensorProto.INT8 or numpy_helper.to_array(zp).any():
-            continue
-        if n.input[2] not in zero_u8:
-            name = n.input[2] + "_u8"
-            arr = numpy_helper.to_array(zp).astype(np.int16) + 128
-            model.graph.initializer.append(numpy_helper.from_array(arr.astype(np.uint8), name))
-            zero_u8[n.input[2]] = name
-        n.input[2] = zero_u8[n.input[2]]
-        changed += 1
-    used = {i for n in model.graph.node for i in n.input}
-    stale = [i for i in model.graph.initializer if i.name in zero_u8 and i.name not in used]
-    for i in stale:
-        model.graph.initializer.remove(i)
-    return changed
