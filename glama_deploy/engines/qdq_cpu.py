@@ -163,9 +163,9 @@ def _same_grid(a, b, inits) -> bool:
 
 
 def move_data_ops_to_int8(model) -> int:
-    """``DQ -> op -> Q`` with both ends on one grid and op pure data movement (a Pad only when it
-    reflects or repeats edges) becomes ``op`` on the quantized tensor, its output feeding the
-    consumers of ``Q`` (in place). Returns the number of ops moved."""
+    """``DQ -> op -> Q`` with op pure data movement (a Pad only when it reflects or repeats edges)
+    becomes ``op`` on the quantized tensor, its output feeding the consumers of ``Q`` on the input's
+    grid (in place). Returns the number of ops moved."""
     from onnx import helper
 
     inits = {i.name: i for i in model.graph.initializer}
@@ -179,8 +179,16 @@ def move_data_ops_to_int8(model) -> int:
         dq = producer.get(op.input[0])
         q = _only_use(op.output[0], consumers, outputs)
         if dq is None or dq.op_type != "DequantizeLinear" or q is None or q.op_type != "QuantizeLinear" \
-                or dq.input[0] in inits or not _same_grid(dq, q, inits):
+                or dq.input[0] in inits or len(dq.input) < 3 or len(q.input) < 3:
             continue
+        readers = consumers.get(q.output[0], [])
+        if not _same_grid(dq, q, inits):
+            # calibration measured the op's output apart from its input (a percentile of a padded
+            # copy differs a little): the values are the input's, so its grid serves the output too
+            if q.output[0] in outputs or not readers or any(r.op_type != "DequantizeLinear" for r in readers):
+                continue
+            for r in readers:
+                r.input[1], r.input[2] = dq.input[1], dq.input[2]
         # op reads the quantized tensor; its output takes Q's name so Q's DequantizeLinears read it
         if _only_use(dq.output[0], consumers, outputs) is op:
             remove.append(dq)
